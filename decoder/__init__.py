@@ -1,0 +1,1 @@
+"""The online decoder daemon: settings, backends, streaming pipeline, service lifecycle."""

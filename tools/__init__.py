@@ -1,0 +1,1 @@
+"""Thin programs over the packages: simulator, importers, replay, benchmarks, log readers."""

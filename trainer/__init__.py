@@ -1,0 +1,1 @@
+"""Offline training of the neural encoder: data, augmentations, swapping, models, losses, evaluation, export."""
