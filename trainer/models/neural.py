@@ -1,0 +1,239 @@
+"""The neural encoder f_n: a window of raw 2-photon frames -> one embedding.
+
+Built in two parts so the daemon can stream (docs/contracts.md, "Neural encoder"):
+
+* `frame_encoder` (per frame, run once when a frame arrives):
+  raw counts (B, H, W) float32
+    -> `Downsample`  average-pool by an integer factor (still linear counts)
+    -> `Normalise`   log1p, then per-frame standardisation (see below)
+    -> small CNN     -> features (B, F)
+* `temporal` (per window, over the ring buffer): features (B, W, F) -> 1-D convolutions over
+  time -> embedding (B, D).
+
+Why this preprocessing:
+* Average pooling first: it is linear, so brightness/baseline changes, shot noise and
+  sub-pixel shifts commute with it (exactly or nearly), which lets training cache pooled frames
+  and augment them there while serving runs the very same modules on raw frames. It also
+  averages shot noise before the nonlinearity and makes the per-frame cost independent of the
+  microscope's resolution (256 x 256 -> 32 x 32 is an 8 x 8 pool).
+* log1p turns the multiplicative gain differences between animals/sessions (laser power,
+  indicator expression) into additive offsets, and per-frame standardisation (subtract the
+  frame's mean, divide by its standard deviation) removes them. What remains is the spatial
+  pattern of relative activity, which is what carries the action.
+
+Every op has static shapes and no data-dependent control flow, so the parts export to ONNX.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from trainer.models.registry import register
+
+NormaliseMode = Literal["frame", "log"]
+
+# log1p of the uint16 range is at most ~11.1; "log" mode maps counts into roughly [0, 1].
+_LOG_UINT16 = 11.090355
+
+
+class Downsample(nn.Module):
+    """Average-pool raw frames (B, 1, H, W) by an integer `factor` (remainder rows/cols dropped)."""
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        if factor < 1:
+            raise ValueError(f"downsample factor must be >= 1, got {factor}")
+        self.factor = factor
+        self.pool: nn.Module = (
+            nn.AvgPool2d(kernel_size=factor, stride=factor) if factor > 1 else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.pool(x)
+
+
+class Normalise(nn.Module):
+    """log1p of non-negative counts, then per-frame standardisation ("frame") or a fixed scale ("log")."""
+
+    def __init__(self, mode: NormaliseMode = "frame", eps: float = 1e-3) -> None:
+        super().__init__()
+        if mode not in ("frame", "log"):
+            raise ValueError(f"normalise mode must be 'frame' or 'log', got {mode!r}")
+        self.mode = mode
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = torch.log1p(torch.clamp(x, min=0.0))
+        if self.mode == "log":
+            return x / _LOG_UINT16
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        centred = x - mean
+        std = torch.sqrt((centred * centred).mean(dim=(-2, -1), keepdim=True) + self.eps)
+        return centred / std
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class FrameEncoder(nn.Module):
+    """Raw frames (B, H, W) -> features (B, F). Preprocessing is its first layers."""
+
+    def __init__(
+        self,
+        frame_shape: tuple[int, int],
+        downsample: int,
+        normalise: NormaliseMode,
+        channels: tuple[int, ...],
+        features: int,
+    ) -> None:
+        super().__init__()
+        h, w = frame_shape
+        self.frame_shape = (int(h), int(w))
+        self.downsample = Downsample(downsample)
+        self.normalise = Normalise(normalise)
+        self.pooled_shape = (h // downsample, w // downsample)
+        ph, pw = self.pooled_shape
+        # each conv block halves the map (floor); the last map is flattened, so position is kept
+        for _ in channels:
+            ph, pw = ph // 2, pw // 2
+        if ph < 1 or pw < 1:
+            raise ValueError(
+                f"frame {h}x{w} downsampled by {downsample} is {self.pooled_shape}, too small for "
+                f"{len(channels)} pooling stages; lower 'downsample' or use fewer channel stages"
+            )
+        blocks = []
+        c_in = 1
+        for c_out in channels:
+            blocks.append(_conv_block(c_in, c_out))
+            c_in = c_out
+        self.cnn = nn.Sequential(*blocks, nn.Flatten(), nn.Linear(c_in * ph * pw, features))
+        self.features = features
+
+    def preprocess(self, raw: Tensor) -> Tensor:
+        """(B, H, W) raw counts -> (B, 1, h, w) pooled counts (linear; cacheable for training)."""
+        return self.downsample(raw.unsqueeze(1))
+
+    def encode_pooled(self, pooled: Tensor) -> Tensor:
+        """(B, 1, h, w) pooled counts -> (B, F): the rest of `forward`, used on cached frames."""
+        return self.cnn(self.normalise(pooled))
+
+    def forward(self, raw: Tensor) -> Tensor:
+        return self.encode_pooled(self.preprocess(raw))
+
+
+class TemporalEncoder(nn.Module):
+    """Features (B, W, F) -> embedding (B, D): two 1-D convolutions over time, then a linear map
+    of the flattened (time-ordered) maps, so the most recent frames can weigh differently."""
+
+    def __init__(self, window: int, features: int, channels: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.window = window
+        self.net = nn.Sequential(
+            nn.Conv1d(features, channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm1d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv1d(channels, channels, kernel_size=3, padding=1, bias=False),
+            nn.BatchNorm1d(channels),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(channels * window, embedding_dim),
+        )
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.net(features.transpose(1, 2))
+
+
+@register("neural_conv")
+class NeuralEncoder(nn.Module):
+    """Window of raw frames (B, W, H, W) -> embedding (B, D); see the module docstring.
+
+    Arguments (all stored in `model_args`, JSON-serialisable):
+        frame_shape: (H, W) of the raw microscope frames.
+        window: W, the receptive field in neural frames (the daemon sizes its ring buffer by it).
+        downsample: integer average-pool factor; `None` picks the largest factor that keeps the
+            shorter side >= `pooled_size`.
+        pooled_size: target of the automatic `downsample` choice.
+        normalise: "frame" (log1p + per-frame standardisation) or "log" (log1p / log(65536)).
+        channels: CNN channels per stage (each stage halves the map).
+        features: F, per-frame feature size.
+        temporal_channels: width of the temporal convolutions.
+        embedding_dim: D.
+    """
+
+    def __init__(
+        self,
+        frame_shape: tuple[int, int] | list[int],
+        window: int = 8,
+        downsample: int | None = None,
+        pooled_size: int = 32,
+        normalise: NormaliseMode = "frame",
+        channels: tuple[int, ...] | list[int] = (16, 32, 64),
+        features: int = 64,
+        temporal_channels: int = 64,
+        embedding_dim: int = 64,
+    ) -> None:
+        super().__init__()
+        if len(frame_shape) != 2 or min(frame_shape) < 1:
+            raise ValueError(f"frame_shape must be (H, W) with positive sizes, got {frame_shape!r}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1 frame, got {window}")
+        h, w = int(frame_shape[0]), int(frame_shape[1])
+        if downsample is None:
+            downsample = max(1, min(h, w) // pooled_size)
+        self.window = int(window)
+        self.frame_shape = (h, w)
+        self.embedding_dim = int(embedding_dim)
+        self.model_args: dict[str, Any] = {
+            "frame_shape": [h, w],
+            "window": self.window,
+            "downsample": int(downsample),
+            "pooled_size": int(pooled_size),
+            "normalise": normalise,
+            "channels": [int(c) for c in channels],
+            "features": int(features),
+            "temporal_channels": int(temporal_channels),
+            "embedding_dim": self.embedding_dim,
+        }
+        self.frame_encoder = FrameEncoder((h, w), int(downsample), normalise, tuple(channels), features)
+        self.temporal = TemporalEncoder(self.window, features, temporal_channels, self.embedding_dim)
+
+    @property
+    def features(self) -> int:
+        return self.frame_encoder.features
+
+    @property
+    def pooled_shape(self) -> tuple[int, int]:
+        return self.frame_encoder.pooled_shape
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What the frame encoder's first layers do to raw frames (recorded in checkpoints/bundles)."""
+        return {
+            "input": "raw microscope counts cast to float32, shape (H, W)",
+            "downsample": {"op": "average_pool", "factor": self.frame_encoder.downsample.factor},
+            "pooled_shape": list(self.pooled_shape),
+            "normalise": {
+                "op": "log1p_then_frame_standardise" if self.frame_encoder.normalise.mode == "frame" else "log1p_scaled",
+                "mode": self.frame_encoder.normalise.mode,
+                "eps": self.frame_encoder.normalise.eps,
+            },
+            "inside_graph": True,
+        }
+
+    def forward(self, frames: Tensor) -> Tensor:
+        feats = self.frame_encoder(frames.flatten(0, 1)).unflatten(0, (-1, self.window))
+        return self.temporal(feats)
+
+    def forward_pooled(self, pooled: Tensor) -> Tensor:
+        """Same as `forward` on windows already passed through `frame_encoder.preprocess`:
+        (B, W, h, w) pooled counts -> (B, D). Training uses it on cached frames."""
+        feats = self.frame_encoder.encode_pooled(pooled.flatten(0, 1).unsqueeze(1))
+        return self.temporal(feats.unflatten(0, (-1, self.window)))
