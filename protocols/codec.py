@@ -9,6 +9,7 @@ shape and dtype exactly.
 
 from __future__ import annotations
 
+import operator
 import time
 from typing import Any
 
@@ -119,14 +120,15 @@ def make_frame_header(
     if pixels.ndim != 2:
         raise ProtocolError(f"a frame is 2-D (height, width), got shape {tuple(pixels.shape)}")
     now = time.monotonic_ns()
+    # operator.index accepts numpy integers (msgpack does not) and refuses floats.
     return FrameHeader(
-        seq=seq,
-        t_acq_ns=now if t_acq_ns is None else t_acq_ns,
+        seq=operator.index(seq),
+        t_acq_ns=now if t_acq_ns is None else operator.index(t_acq_ns),
         t_pub_ns=now,
         shape=(int(pixels.shape[0]), int(pixels.shape[1])),
         dtype=str(pixels.dtype),
-        channel=channel,
-        plane=plane,
+        channel=operator.index(channel),
+        plane=operator.index(plane),
         session=session,
     )
 
