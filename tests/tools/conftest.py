@@ -1,0 +1,63 @@
+"""Shared helpers for the replay/echo/benchmark tests: a real echo over TCP loopback."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import zmq
+
+from tools.echo_floor import EchoFloor
+from tools.replay import ReplayData
+
+
+@dataclass
+class RunningEcho:
+    echo: EchoFloor
+    frames_endpoint: str
+    actions_endpoint: str
+
+
+@pytest.fixture
+def zmq_context() -> Iterator[zmq.Context]:
+    """A private context: a socket left open makes term() hang and the test time out (loudly)."""
+    context = zmq.Context()
+    yield context
+    context.term()
+
+
+@pytest.fixture
+def echo_server(zmq_context: zmq.Context) -> Iterator[RunningEcho]:
+    """An echo in a thread, both sockets bound on random loopback ports (the replay connects)."""
+    echo = EchoFloor("tcp://127.0.0.1:*", "tcp://127.0.0.1:*", frames_bind=True,
+                     heartbeat_interval_s=0.05, context=zmq_context)
+    stop = threading.Event()
+    thread = threading.Thread(target=echo.serve, args=(stop,), daemon=True)
+    thread.start()
+    assert echo.ready.wait(5), "echo did not start"
+    yield RunningEcho(echo, echo.frames_bound_endpoint, echo.actions_bound_endpoint)
+    stop.set()
+    thread.join(5)
+    assert not thread.is_alive(), "echo thread did not stop"
+
+
+@pytest.fixture
+def tiny_data() -> object:
+    """A factory of small in-memory recordings (16 x 16 uint16 frames, 3 label classes)."""
+    return make_tiny_data
+
+
+def make_tiny_data(n: int = 40, shape: tuple[int, int] = (16, 16), rate_hz: float = 200.0,
+              labels: bool = True) -> ReplayData:
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 4000, size=(n, *shape), dtype=np.uint16)
+    return ReplayData(
+        frames=frames,
+        times_s=10.0 + np.arange(n) / rate_hz,
+        labels=(np.arange(n) % 3) if labels else None,
+        class_names=("a", "b", "c") if labels else (),
+        name="tiny",
+    )
