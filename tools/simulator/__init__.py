@@ -1,0 +1,6 @@
+"""Multi-animal simulator: semi-Markov behaviour, 38-joint pose, 2-photon frames with a domain gap."""
+
+from tools.simulator.presets import PRESETS, SimulationConfig, get_preset
+from tools.simulator.simulate import make_animals, simulate_dataset, simulate_trial
+
+__all__ = ["PRESETS", "SimulationConfig", "get_preset", "make_animals", "simulate_dataset", "simulate_trial"]
