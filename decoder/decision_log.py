@@ -1,0 +1,202 @@
+"""The decision log: every action, event and status the daemon publishes, appended to a file.
+
+Format: a msgpack stream. The first object of every file is a map
+``{"actionloop_decision_log": 1, "created_ns": <time_ns>}``; each following object is an array of
+the message's wire parts exactly as they went out on the socket (``[topic, header]``, both
+binary), so a record is decoded with ``protocols.codec.decode`` and the log defines no second
+format. Each record goes to the kernel with one unbuffered ``write`` right after the socket
+send: a SIGTERM, a crash or SIGKILL of the daemon loses nothing already written (power loss can
+still drop what the page cache held). Files rotate by size: ``decisions.msgpack`` is the
+current one, ``.1`` the previous, up to ``keep`` of them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import msgpack
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MAGIC_KEY = "actionloop_decision_log"
+FORMAT_VERSION = 1
+
+
+class DecisionLogError(ValueError):
+    """A decision log file that cannot be read; the message names the file and the offset."""
+
+
+def rotated_paths(path: Path) -> list[Path]:
+    """The current file and its rotated predecessors that exist, oldest first."""
+    path = Path(path)
+    older = []
+    index = 1
+    while (candidate := path.with_name(f"{path.name}.{index}")).exists():
+        older.append(candidate)
+        index += 1
+    files = list(reversed(older))
+    if path.exists():
+        files.append(path)
+    return files
+
+
+class DecisionLogWriter:
+    """Appends records; rotates by size. Write errors are counted and logged, never raised:
+    publishing decisions to the rig matters more than recording them."""
+
+    def __init__(self, path: Path, rotate_bytes: int, keep: int) -> None:
+        self.path = Path(path)
+        self.rotate_bytes = rotate_bytes
+        self.keep = keep
+        self.records_written = 0
+        self.write_errors = 0
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+        self._file: io.FileIO | None = None
+        self._size = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._open()  # errors here (read-only directory, ...) are startup errors: raised
+
+    def _open(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._file = io.FileIO(fd, "ab", closefd=True)
+        self._size = os.fstat(fd).st_size
+        if self._size == 0:
+            self._write(self._packer.pack({MAGIC_KEY: FORMAT_VERSION, "created_ns": time.time_ns()}))
+
+    def _write(self, data: bytes) -> bool:
+        assert self._file is not None
+        try:
+            view = memoryview(data)
+            while view:  # a regular file takes it in one write; loop for the pathological case
+                written = self._file.write(view)
+                if not written:
+                    raise OSError("short write")
+                view = view[written:]
+        except OSError as exc:
+            self.write_errors += 1
+            if self.write_errors == 1 or self.write_errors % 1000 == 0:
+                log.error("decision log write failed", path=str(self.path), error=str(exc), errors=self.write_errors)
+            return False
+        self._size += len(data)
+        return True
+
+    def append(self, parts: Sequence[bytes]) -> bool:
+        """Append one published message (its wire parts). Returns whether it reached the file."""
+        if self._file is None:
+            return False
+        ok = self._write(self._packer.pack(list(parts)))
+        if ok:
+            self.records_written += 1
+            if self._size >= self.rotate_bytes:
+                self._rotate()
+        return ok
+
+    def _rotate(self) -> None:
+        self.flush()
+        assert self._file is not None
+        self._file.close()
+        self._file = None
+        try:
+            oldest = self.path.with_name(f"{self.path.name}.{self.keep}")
+            if oldest.exists():
+                oldest.unlink()
+            for index in range(self.keep - 1, 0, -1):
+                src = self.path.with_name(f"{self.path.name}.{index}")
+                if src.exists():
+                    src.rename(self.path.with_name(f"{self.path.name}.{index + 1}"))
+            self.path.rename(self.path.with_name(f"{self.path.name}.1"))
+        except OSError as exc:
+            self.write_errors += 1
+            log.error("decision log rotation failed; appending to the current file", error=str(exc))
+        try:
+            self._open()
+        except OSError as exc:
+            self.write_errors += 1
+            log.error("decision log cannot be reopened after rotation; logging stops", error=str(exc))
+            return
+        log.info("decision log rotated", path=str(self.path), keep=self.keep)
+
+    def flush(self) -> None:
+        """Records are already in the kernel after each write; fsync asks for the disk too."""
+        if self._file is not None:
+            try:
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                log.warning("decision log fsync failed", error=str(exc))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.flush()
+            self._file.close()
+            self._file = None
+
+
+def read_records(path: Path, follow: bool = False, poll_s: float = 0.1) -> Iterator[list[bytes]]:
+    """Yield each record's wire parts from one file, oldest first.
+
+    A record cut short at the very end (the daemon was killed mid-write) ends the iteration
+    quietly unless ``follow``; anything else that is not a decision log raises DecisionLogError.
+    With ``follow``, keep reading as records are appended, and move on to the new file when the
+    daemon rotates this one.
+    """
+    path = Path(path)
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise DecisionLogError(f"{path}: cannot open: {exc.strerror}") from exc
+    unpacker = _new_unpacker()
+    offset = 0
+    first = True
+    try:
+        while True:
+            chunk = handle.read(65536)
+            if not chunk:
+                if not follow:
+                    break
+                if _rotated_away(handle, path):
+                    handle.close()
+                    handle = path.open("rb")
+                    unpacker = _new_unpacker()
+                    first = True
+                    offset = 0
+                    continue
+                time.sleep(poll_s)
+                continue
+            unpacker.feed(chunk)
+            try:
+                for obj in unpacker:
+                    position = offset
+                    offset = unpacker.tell()
+                    if first:
+                        if not (isinstance(obj, dict) and obj.get(MAGIC_KEY) == FORMAT_VERSION):
+                            raise DecisionLogError(f"{path}: not an actionloop decision log (version {FORMAT_VERSION})")
+                        first = False
+                        continue
+                    if not (isinstance(obj, list) and obj and all(isinstance(p, bytes) for p in obj)):
+                        raise DecisionLogError(f"{path}: record at byte {position} is not a list of message parts")
+                    yield obj
+            except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+                if isinstance(exc, DecisionLogError):
+                    raise
+                raise DecisionLogError(f"{path}: corrupt record after byte {offset}: {exc}") from exc
+        if first and path.stat().st_size > 0:
+            raise DecisionLogError(f"{path}: not an actionloop decision log (no complete header)")
+    finally:
+        handle.close()
+
+
+def _new_unpacker() -> msgpack.Unpacker:
+    # Records are small; the cap stops a corrupt length field from asking for gigabytes.
+    return msgpack.Unpacker(raw=False, max_buffer_size=64 * 1024 * 1024, strict_map_key=True)
+
+
+def _rotated_away(handle: io.BufferedReader, path: Path) -> bool:
+    try:
+        return os.stat(path).st_ino != os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False

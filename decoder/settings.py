@@ -1,0 +1,187 @@
+"""The daemon's one settings tree, built once at the entry point and passed down.
+
+Sources, highest priority first: keyword arguments (tests), environment variables
+(``ACTIONLOOP_`` prefix, ``__`` between nested names, e.g.
+``ACTIONLOOP_SOCKETS__FRAMES=tcp://10.0.0.2:5555``), an optional TOML file, then the defaults
+below. Unknown keys are errors, so a typo in a config file cannot be silently ignored.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+ENV_PREFIX = "ACTIONLOOP_"
+ENV_NESTED_DELIMITER = "__"
+
+# The TOML file of the settings being built right now (None: no file). A context variable
+# rather than a class attribute so that two settings objects can be built concurrently.
+_CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_CONFIG_FILE", default=None)
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message names the file/variable and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SocketSettings(_Section):
+    """ZeroMQ endpoints. Loopback by default: nothing is reachable from another machine."""
+
+    frames: str = Field("tcp://127.0.0.1:5555", description="where frames come from (SUB socket)")
+    frames_mode: Literal["connect", "bind"] = Field(
+        "connect", description="connect to a microscope bridge that binds its PUB, or bind and let it connect"
+    )
+    actions: str = Field("tcp://127.0.0.1:5556", description="PUB socket for actions, events and status (bound)")
+    control: str = Field("tcp://127.0.0.1:5557", description="ROUTER socket for control requests (bound)")
+    frames_rcvhwm: int = Field(
+        64, ge=1, description="frames ZeroMQ may queue before dropping; the daemon drains them newest-first"
+    )
+    actions_sndhwm: int = Field(
+        10_000, ge=1, description="messages queued per slow subscriber before ZeroMQ drops for that subscriber"
+    )
+    linger_ms: int = Field(200, ge=0, le=10_000, description="bounded time to flush sockets at shutdown")
+
+
+class BackendSettings(_Section):
+    name: Literal["auto", "onnxruntime", "tensorrt", "torch"] = "auto"
+    threads: int = Field(1, ge=1, le=64, description="intra-op threads of the backend")
+    mode: Literal["streaming", "whole_window"] = Field(
+        "streaming",
+        description="streaming: encode each frame once (the product); whole_window: re-run the whole "
+        "window per frame (a baseline for benchmarks only)",
+    )
+    warmup_frames: int = Field(50, ge=0, description="inferences run before reporting ready")
+
+
+class ModelSettings(_Section):
+    bundle: Path | None = Field(None, description="model bundle directory (required to serve)")
+
+
+class PolicySettings(_Section):
+    min_confidence: float = Field(
+        0.6, ge=0.0, le=1.0, description="probability the top class needs to count towards an onset"
+    )
+    min_duration_s: float = Field(
+        0.1, ge=0.0, description="an action must hold this long before its onset event (and stop this long before its offset)"
+    )
+    max_gap_frames: int = Field(
+        5,
+        ge=0,
+        description="missing frames (lost upstream or skipped) tolerated inside the window; a larger gap resets it",
+    )
+    heartbeat_interval_s: float = Field(1.0, gt=0.0, description="status message period on the actions socket")
+    stall_timeout_s: float = Field(
+        2.0, gt=0.0, description="an inference running longer than this counts as stuck (stops watchdog pings)"
+    )
+    shutdown_timeout_s: float = Field(5.0, gt=0.0, description="longest wait for the frame in flight at shutdown")
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    summary_interval_s: float = Field(10.0, gt=0.0, description="period of the one-line summary (counts, latency)")
+    bad_input_interval_s: float = Field(
+        5.0, gt=0.0, description="at most one warning per kind of bad input per this many seconds"
+    )
+
+
+class DecisionLogSettings(_Section):
+    enabled: bool = True
+    path: Path = Field(Path("actionloop-decisions.msgpack"), description="current file; rotated ones get .1, .2, ...")
+    rotate_bytes: int = Field(64 * 1024 * 1024, ge=4096, description="rotate when the file grows past this")
+    keep: int = Field(20, ge=1, description="rotated files kept (older ones are deleted)")
+
+
+class SecuritySettings(_Section):
+    """Optional CURVE encryption + authentication for rigs on a shared network."""
+
+    curve: bool = False
+    server_secret_key: Path | None = Field(
+        None, description="the daemon's key pair (a .key_secret file from zmq.auth.create_certificates)"
+    )
+    authorized_clients_dir: Path | None = Field(
+        None, description="directory of allowed clients' public .key files"
+    )
+    frames_server_public_key: Path | None = Field(
+        None, description="public key of the frame publisher, when frames_mode is connect and it uses CURVE"
+    )
+
+    @model_validator(mode="after")
+    def _curve_needs_keys(self) -> SecuritySettings:
+        if self.curve and (self.server_secret_key is None or self.authorized_clients_dir is None):
+            raise ValueError("curve = true needs server_secret_key and authorized_clients_dir")
+        return self
+
+
+class DecoderSettings(BaseSettings):
+    """Everything the daemon can be told. See deploy/decoder.toml for a commented example."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    sockets: SocketSettings = SocketSettings()
+    backend: BackendSettings = BackendSettings()
+    model: ModelSettings = ModelSettings()
+    policy: PolicySettings = PolicySettings()
+    logging: LoggingSettings = LoggingSettings()
+    decision_log: DecisionLogSettings = DecisionLogSettings()
+    security: SecuritySettings = SecuritySettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _CONFIG_FILE.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: object) -> DecoderSettings:
+    """Build the settings once: overrides > ``ACTIONLOOP_*`` environment > TOML file > defaults.
+
+    Raises SettingsError naming the file or variable and what is wrong.
+    """
+    path = Path(config_file) if config_file is not None else None
+    if path is not None:
+        if not path.is_file():
+            raise SettingsError(f"config file {path} does not exist or is not a file")
+        try:
+            with path.open("rb") as handle:
+                tomllib.load(handle)  # parse once here for a clear message on syntax errors
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    token = _CONFIG_FILE.set(path)
+    try:
+        return DecoderSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        where = f"config file {path} / " if path is not None else ""
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings ({where}{ENV_PREFIX}* environment): {problems}") from exc
+    finally:
+        _CONFIG_FILE.reset(token)
