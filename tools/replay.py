@@ -149,20 +149,31 @@ class DeadlinePacer:
 
 @dataclass
 class ReplayData:
-    """Frames to replay with their acquisition times and (optional) labels."""
+    """Frames to replay with their acquisition times, (optional) labels and sequence numbers.
+
+    `seq[i]` is frame i's sequence number relative to the replay's start (default 0, 1, 2, ...);
+    `chain` leaves a jump between trials so the decoder starts a fresh window for each trial,
+    as it would when a microscope starts a new acquisition.
+    """
 
     frames: Any  # indexable (T, H, W): an h5py dataset is read one frame at a time
     times_s: np.ndarray
     labels: np.ndarray | None = None
     class_names: tuple[str, ...] = ()
     name: str = ""
+    seq: np.ndarray | None = None
     _owners: list[Any] = field(default_factory=list, repr=False)  # objects keeping files open
 
     def __post_init__(self) -> None:
+        what = self.name or "data"
         if len(self.frames) != len(self.times_s):
-            raise ValueError(f"{self.name or 'data'}: {len(self.frames)} frames but {len(self.times_s)} timestamps")
+            raise ValueError(f"{what}: {len(self.frames)} frames but {len(self.times_s)} timestamps")
         if self.labels is not None and len(self.labels) != len(self.frames):
-            raise ValueError(f"{self.name or 'data'}: {len(self.frames)} frames but {len(self.labels)} labels")
+            raise ValueError(f"{what}: {len(self.frames)} frames but {len(self.labels)} labels")
+        if self.seq is None:
+            self.seq = np.arange(len(self.frames), dtype=np.int64)
+        elif len(self.seq) != len(self.frames) or np.any(np.diff(self.seq) <= 0) or (len(self.seq) and self.seq[0] < 0):
+            raise ValueError(f"{what}: seq must hold one increasing, non-negative number per frame")
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -174,14 +185,75 @@ class ReplayData:
     def limited(self, max_frames: int | None) -> ReplayData:
         if max_frames is None or max_frames >= len(self):
             return self
+        assert self.seq is not None
         return ReplayData(
             frames=_Head(self.frames, max_frames),
             times_s=self.times_s[:max_frames],
             labels=None if self.labels is None else self.labels[:max_frames],
             class_names=self.class_names,
             name=self.name,
+            seq=self.seq[:max_frames],
             _owners=[self],
         )
+
+    def close(self) -> None:
+        """Close the recordings behind this data (h5py files); safe to call twice."""
+        for owner in self._owners:
+            close = getattr(owner, "close", None)
+            if callable(close):
+                close()
+
+
+TRIAL_SEQ_GAP = 1000  # sequence jump between chained trials: far above any window, so it resets
+
+
+class _Chain:
+    """Frames of several trials indexed as one sequence, read lazily from each."""
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self._parts = list(parts)
+        self._ends = np.cumsum([len(p) for p in self._parts])
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = int(np.searchsorted(self._ends, i, side="right"))
+        start = int(self._ends[k - 1]) if k else 0
+        return self._parts[k][i - start]
+
+
+def chain(datasets: Sequence[ReplayData]) -> ReplayData:
+    """Several trials as one replay: times run on (one frame interval between trials) and
+    sequence numbers jump by TRIAL_SEQ_GAP at each trial boundary."""
+    if not datasets:
+        raise ValueError("no trials to replay")
+    if len(datasets) == 1:
+        return datasets[0]
+    labelled = [d.labels is not None for d in datasets]
+    names = {d.class_names for d in datasets if d.labels is not None}
+    if len(names) > 1:
+        raise ValueError("the trials disagree on class names")
+    times, seqs, t_next, s_next = [], [], 0.0, 0
+    for d in datasets:
+        assert d.seq is not None
+        t = np.asarray(d.times_s, dtype=np.float64)
+        step = float(np.median(np.diff(t))) if len(t) > 1 else 0.0
+        times.append(t - (t[0] if len(t) else 0.0) + t_next)
+        t_next = (times[-1][-1] + step) if len(t) else t_next
+        seqs.append(d.seq - (d.seq[0] if len(d.seq) else 0) + s_next)
+        s_next = (int(seqs[-1][-1]) + TRIAL_SEQ_GAP) if len(d.seq) else s_next
+    return ReplayData(
+        frames=_Chain([d.frames for d in datasets]),
+        times_s=np.concatenate(times),
+        labels=np.concatenate([d.labels for d in datasets]) if all(labelled) else None,  # type: ignore[misc]
+        class_names=next(iter(names)) if all(labelled) and names else (),
+        name=f"{len(datasets)} trials",
+        seq=np.concatenate(seqs).astype(np.int64),
+        _owners=list(datasets),
+    )
 
 
 class _Head:
@@ -205,9 +277,7 @@ def load_replay_data(path: Path) -> list[ReplayData]:
 
     path = Path(path)
     if path.is_dir():
-        files = list_trials(path)
-        if not files:
-            raise ReplayError(f"{path} holds no trial (*.h5)")
+        files = list_trials(path)  # raises RecordingError (a ValueError) when there is none
     elif path.is_file():
         files = [path]
     else:
@@ -372,11 +442,13 @@ def replay(
         pacer = DeadlinePacer(offsets) if offsets is not None else None
         bar = tqdm(total=n, unit="frame", desc=f"replay {data.name}".strip(), disable=not options.progress,
                    mininterval=0.5)
+        seqs, first_seq = data.seq, options.start_seq
+        assert seqs is not None
         frame = data.frame(0)
         if pacer is not None:
             pacer.start()
         for i in range(n):
-            seq = options.start_seq + i
+            seq = first_seq + int(seqs[i])
             if pacer is not None:
                 lateness_ns[i] = pacer.wait(i)
             header = publisher.publish(frame, seq=seq, t_acq_ns=None)
@@ -390,7 +462,8 @@ def replay(
                 raise ReplayError(f"action receiver failed: {collector.error!r}")
             bar.update(1)
         bar.close()
-        collector.wait_for(options.start_seq + n - 1, options.drain_timeout_s)
+        if n_sent:
+            collector.wait_for(int(sent_seq[n_sent - 1]), options.drain_timeout_s)
     finally:
         publisher.close()
         collector.stop()
@@ -413,42 +486,6 @@ def replay(
         labels=None if data.labels is None else data.labels[:n_sent],
         class_names=data.class_names if data.labels is not None else (),
     )
-
-
-def concatenate_logs(logs: Sequence[ReplayLog]) -> ReplayLog:
-    """One log over several replayed trials (sequence numbers must not repeat)."""
-    if not logs:
-        raise ValueError("no replay logs to concatenate")
-    names = {log_.class_names for log_ in logs if log_.labels is not None}
-    if len(names) > 1:
-        raise ValueError("the trials disagree on class names")
-    with_labels = all(log_.labels is not None for log_ in logs)
-    cat = lambda name: np.concatenate([getattr(log_, name) for log_ in logs])  # noqa: E731
-    return ReplayLog(
-        sent_seq=cat("sent_seq"),
-        sent_ns=cat("sent_ns"),
-        action_seq=cat("action_seq"),
-        received_ns=cat("received_ns"),
-        daemon_recv_ns=cat("daemon_recv_ns"),
-        daemon_pub_ns=cat("daemon_pub_ns"),
-        action_index=cat("action_index"),
-        daemon_skipped=sum(log_.daemon_skipped for log_ in logs),
-        labels=cat("labels") if with_labels else None,
-        class_names=next(iter(names)) if with_labels and names else (),
-    )
-
-
-def replay_all(
-    datasets: Sequence[ReplayData], options: ReplayOptions, *, context: zmq.Context[Any] | None = None
-) -> ReplayLog:
-    """Replay trials one after another; sequence numbers run on across trials."""
-    logs = []
-    seq = options.start_seq
-    for data in datasets:
-        opts = ReplayOptions(**{**options.__dict__, "start_seq": seq})
-        logs.append(replay(data, opts, context=context))
-        seq += len(data)
-    return concatenate_logs(logs)
 
 
 # --- CLI ------------------------------------------------------------------------------------
@@ -506,14 +543,17 @@ def run(args: argparse.Namespace) -> int:
         connect_timeout_s=args.connect_timeout,
         progress=not args.no_progress,
     )
+    data = chain(datasets)
     try:
-        replay_log = replay_all(datasets, options)
+        replay_log = replay(data, options)
     except ReplayError as exc:
         log.error("replay_failed", error=str(exc))
         return 1
     except KeyboardInterrupt:
         log.warning("replay_interrupted")
         return 130
+    finally:
+        data.close()
     report = build_report(replay_log)
     print(format_report(report))
     if args.out is not None:

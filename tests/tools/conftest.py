@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,4 +61,32 @@ def make_tiny_data(n: int = 40, shape: tuple[int, int] = (16, 16), rate_hz: floa
         labels=(np.arange(n) % 3) if labels else None,
         class_names=("a", "b", "c") if labels else (),
         name="tiny",
+    )
+
+
+@pytest.fixture
+def small_trial_file() -> object:
+    """A factory writing a real (small) HDF5 trial with labels, through the recording writer."""
+    return write_small_trial
+
+
+def write_small_trial(path: Path, n: int = 40, shape: tuple[int, int] = (16, 16), rate_hz: float = 100.0,
+                      animal_id: str = "animal00", trial_id: str = "trial00") -> Path:
+    from trainer.data.recording import write_trial
+    from trainer.data.schema import ACTION_NAMES
+
+    rng = np.random.default_rng(1)
+    pose_rate = 2 * rate_hz
+    n_pose = 2 * n
+    return write_trial(
+        path,
+        animal_id=animal_id,
+        trial_id=trial_id,
+        neural=rng.integers(0, 4000, size=(n, *shape), dtype=np.uint16),
+        neural_times=np.arange(n) / rate_hz,
+        pose=rng.normal(size=(n_pose, 3, 3)).astype(np.float32),
+        pose_times=np.arange(n_pose) / pose_rate,
+        joint_names=["a", "b", "c"],
+        labels=(np.arange(n_pose) // 10) % len(ACTION_NAMES),
+        class_names=ACTION_NAMES,
     )

@@ -15,9 +15,10 @@ from tools.replay import (
     RateSpec,
     ReplayError,
     ReplayOptions,
-    concatenate_logs,
+    TRIAL_SEQ_GAP,
+    ReplayData,
+    chain,
     replay,
-    replay_all,
     schedule_offsets_ns,
 )
 
@@ -137,24 +138,36 @@ def test_max_rate_runs_in_lock_step_with_the_decoder(echo_server, tiny_data, zmq
     assert np.all(result.sent_ns[1:] >= result.received_ns[order][:-1])
 
 
-def test_replay_all_runs_trials_back_to_back_with_continuing_sequence(echo_server, tiny_data, zmq_context) -> None:  # type: ignore[no-untyped-def]
-    result = replay_all([tiny_data(n=10), tiny_data(n=15)], _options(echo_server), context=zmq_context)
-    np.testing.assert_array_equal(result.sent_seq, np.arange(25))
-    assert build_report(result).frames.decoded == 25
+def test_chained_trials_replay_as_one_stream_with_a_sequence_jump_between_trials(echo_server, tiny_data, zmq_context) -> None:  # type: ignore[no-untyped-def]
+    first, second = tiny_data(n=10), tiny_data(n=15, rate_hz=100.0)
+    data = chain([first, second])
+    assert len(data) == 25
+    np.testing.assert_array_equal(data.frame(12), second.frame(2))
+    # Times run on: the second trial starts one of the first trial's frame intervals after its end.
+    assert data.times_s[10] == pytest.approx(data.times_s[9] + 1 / 200.0)
+    assert np.all(np.diff(data.times_s) > 0)
+    result = replay(data, _options(echo_server), context=zmq_context)
+    expected = np.concatenate([np.arange(10), 9 + TRIAL_SEQ_GAP + np.arange(15)])
+    np.testing.assert_array_equal(result.sent_seq, expected)
+    report = build_report(result)
+    assert report.frames.decoded == 25 and report.frames.lost == 0
     assert result.labels is not None and len(result.labels) == 25
 
 
-def test_concatenate_refuses_disagreeing_class_names(tiny_data) -> None:  # type: ignore[no-untyped-def]
-    from tools.latency_report import ReplayLog
-
-    def one(names: tuple[str, ...], seq0: int) -> ReplayLog:
-        z = np.zeros(0, dtype=np.int64)
-        return ReplayLog(np.array([seq0]), np.array([1]), z, z, z, z, z, labels=np.array([0]), class_names=names)
-
+def test_chain_refuses_disagreeing_class_names_and_nothing(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    a, b = tiny_data(n=3), tiny_data(n=3)
+    b.class_names = ("x", "y", "z")
     with pytest.raises(ValueError, match="class names"):
-        concatenate_logs([one(("a",), 0), one(("b",), 1)])
-    with pytest.raises(ValueError, match="no replay logs"):
-        concatenate_logs([])
+        chain([a, b])
+    with pytest.raises(ValueError, match="no trials"):
+        chain([])
+    assert chain([a]) is a
+
+
+def test_bad_sequence_numbers_are_refused(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    data = tiny_data(n=3)
+    with pytest.raises(ValueError, match="seq must"):
+        ReplayData(frames=data.frames, times_s=data.times_s, seq=np.array([0, 2, 2]))
 
 
 def test_no_decoder_is_a_clear_error_not_a_hang(tiny_data, zmq_context) -> None:  # type: ignore[no-untyped-def]
@@ -208,3 +221,68 @@ def test_cli_refuses_bad_rate_and_missing_data(tmp_path: Path) -> None:
     assert replay_cli.run(args) == 2
     args = parser.parse_args(["--data", str(tmp_path), "--max-frames", "0"])
     assert replay_cli.run(args) == 2
+
+
+def test_recordings_load_per_trial_with_one_label_per_neural_frame(small_trial_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from trainer.data.schema import ACTION_NAMES
+    from tools.replay import load_replay_data
+
+    small_trial_file(tmp_path / "a.h5", n=30, trial_id="t0")
+    small_trial_file(tmp_path / "b.h5", n=20, trial_id="t1")
+    datasets = load_replay_data(tmp_path)
+    try:
+        assert [len(d) for d in datasets] == [30, 20]
+        first = datasets[0]
+        assert first.class_names == ACTION_NAMES
+        assert first.labels is not None and len(first.labels) == 30
+        # neural frame i sits at pose frame 2i: labels change every 10 pose frames = 5 neural frames
+        np.testing.assert_array_equal(first.labels[:11], [0] * 5 + [1] * 5 + [2])
+        assert first.frame(0).dtype == np.uint16 and first.frame(0).shape == (16, 16)
+        single = load_replay_data(tmp_path / "b.h5")
+        assert len(single) == 1 and single[0].name == "animal00/t1"
+        single[0].close()
+    finally:
+        for d in datasets:
+            d.close()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"no \*\.h5 trial"):
+        load_replay_data(empty)
+
+
+def test_cli_replays_a_recording_into_the_echo_and_writes_json_and_png(echo_server, small_trial_file, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import argparse
+    import json
+
+    from tools import replay as replay_cli
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    small_trial_file(data_dir / "a.h5", n=30, trial_id="t0")
+    small_trial_file(data_dir / "b.h5", n=30, trial_id="t1")
+    parser = argparse.ArgumentParser()
+    replay_cli.configure(parser)
+    args = parser.parse_args([
+        "--data", str(data_dir), "--frames-endpoint", echo_server.frames_endpoint, "--frames-connect",
+        "--actions-endpoint", echo_server.actions_endpoint, "--rate", "4x", "--max-frames", "45",
+        "--out", str(tmp_path / "out"), "--no-progress",
+    ])
+    assert replay_cli.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "end-to-end" in printed and "sent 45  decoded 45  skipped 0  lost 0" in printed
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["frames"] == {"sent": 45, "decoded": 45, "skipped": 0, "lost": 0, "duplicates": 0, "unexpected": 0}
+    assert report["rate"] == "4x"
+    assert (tmp_path / "out" / "latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_reports_a_broken_recording_clearly(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    import argparse
+
+    from tools import replay as replay_cli
+
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"this is not HDF5")
+    parser = argparse.ArgumentParser()
+    replay_cli.configure(parser)
+    assert replay_cli.run(parser.parse_args(["--data", str(bad)])) == 2
