@@ -69,7 +69,7 @@ class TorchBackend:
 
     def warm_up(self, n: int = 20) -> None:
         frames = synthetic_frames(self.bundle, self.bundle.window, seed=1)
-        for _ in range(max(1, n)):
+        for _ in range(n):
             for frame in frames:
                 self.encode_frame(frame)
             self.decode_window(np.zeros((self.bundle.window, self.bundle.feature_dim), np.float32))

@@ -1,0 +1,89 @@
+"""Shared fixtures of the decoder tests: a tiny exported model, its bundle and raw frames for it.
+
+The model is an untrained registered `neural_conv` encoder at 32 x 32 uint16 with a random
+linear head, exported once per session with `trainer.export.export_model` (ONNX and `.pt2`).
+`tiny_model.reference(...)` runs the same frames through the PyTorch model itself, the ground
+truth of the parity tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from protocols.bundle import Bundle, load_bundle
+
+TINY_FRAME_SHAPE = (32, 32)
+TINY_WINDOW = 4
+TINY_FEATURES = 8
+TINY_EMBEDDING = 8
+
+
+@dataclass
+class TinyModel:
+    """The PyTorch model behind the tiny bundle, and the bundle's directory."""
+
+    model: Any  # trainer NeuralEncoder, eval mode
+    head_weight: Any  # torch.Tensor C x D
+    head_bias: Any  # torch.Tensor C
+    bundle_path: Path
+
+    def reference_features(self, frame: np.ndarray) -> np.ndarray:
+        """One raw frame (H, W) -> features (F,) through the PyTorch frame encoder."""
+        import torch
+
+        with torch.no_grad():
+            raw = torch.from_numpy(frame.astype(np.float32))[None]
+            return self.model.frame_encoder(raw)[0].numpy()
+
+    def reference(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw frames (W, H, W) -> (embedding (D,), probabilities (C,)) through PyTorch."""
+        import torch
+
+        with torch.no_grad():
+            raw = torch.from_numpy(frames.astype(np.float32))[None]
+            embedding = self.model(raw)
+            probabilities = torch.softmax(embedding @ self.head_weight.T + self.head_bias, dim=-1)
+            return embedding[0].numpy(), probabilities[0].numpy()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    import torch
+
+    from trainer.data.schema import ACTION_NAMES
+    from trainer.export import export_model
+    from trainer.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(
+        "neural_conv",
+        frame_shape=TINY_FRAME_SHAPE,
+        window=TINY_WINDOW,
+        channels=(4, 8),
+        features=TINY_FEATURES,
+        temporal_channels=8,
+        embedding_dim=TINY_EMBEDDING,
+    ).eval()
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(len(ACTION_NAMES), TINY_EMBEDDING, generator=generator)
+    bias = torch.randn(len(ACTION_NAMES), generator=generator) * 0.1
+    path = tmp_path_factory.mktemp("tiny") / "bundle"
+    export_model(model, weight, bias, ACTION_NAMES, path, frame_rate_hz=30.0)
+    return TinyModel(model=model, head_weight=weight, head_bias=bias, bundle_path=path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_model: TinyModel) -> Bundle:
+    return load_bundle(tiny_model.bundle_path)
+
+
+@pytest.fixture(scope="session")
+def raw_frames() -> np.ndarray:
+    """24 raw uint16 frames (12-bit counts, like a PMT)."""
+    rng = np.random.default_rng(7)
+    return rng.integers(0, 4096, size=(24, *TINY_FRAME_SHAPE), dtype=np.uint16)
