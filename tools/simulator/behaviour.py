@@ -18,7 +18,7 @@ MIN_BOUT_S = 0.3
 MAX_BOUT_S = 5.0
 
 # Median bout duration (s) per action, in ACTION_NAMES order.
-MEDIAN_BOUT_S = np.array([1.6, 0.8, 2.0, 1.4, 1.2, 1.0, 1.0])
+MEDIAN_BOUT_S = np.array([2.2, 1.1, 2.8, 2.0, 1.7, 1.4, 1.4])
 BOUT_SIGMA = 0.5  # log-normal spread
 
 # Relative transition preferences (row: from, column: to); the diagonal is ignored.

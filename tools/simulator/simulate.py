@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from trainer.data.recording import write_trial
@@ -105,7 +106,9 @@ def simulate_dataset(config: SimulationConfig, seed: int, out_dir: str | os.Path
     _, animals = make_animals(config, seed)
     paths: list[Path] = []
     total = config.n_animals * config.trials_per_animal
-    with tqdm(total=total, desc=f"simulate {config.name}", unit="trial", disable=not progress) as bar:
+    # One BLAS thread: the matmuls are small and the machine is shared; threads only contend.
+    with tqdm(total=total, desc=f"simulate {config.name}", unit="trial", disable=not progress) as bar, \
+            threadpool_limits(1):
         for animal in animals:
             renderer = Renderer(animal.neural, config.frame_shape)
             for t in range(config.trials_per_animal):

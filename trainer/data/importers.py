@@ -1,0 +1,316 @@
+"""Import what labs have into the recording format.
+
+- 2-photon TIFF stack (tifffile) + DeepFly3D `pose_result` pickle (`points3d`, T x 38 x 3)
+  + optional labels CSV;
+- plain NumPy: one `.npz` with named arrays, or separate `.npy` files.
+
+Every importer validates first and writes through `write_trial` (temporary name, then rename),
+so a bad or interrupted import never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainer.data.recording import RecordingError, write_trial
+from trainer.data.schema import ACTION_NAMES, JOINT_NAMES, UNLABELLED
+
+# What a DeepFly3D pose_result pickle may contain: plain containers and NumPy arrays. Anything
+# else (a pickle can name any callable) is refused instead of executed.
+_SAFE_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"), ("collections", "OrderedDict"), ("builtins", "slice"),
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only NumPy arrays and containers are allowed)")
+
+
+def _fill_missing_joints(path: Path, points: np.ndarray) -> tuple[np.ndarray, int]:
+    """Linearly interpolate NaN coordinates over time, per joint; returns (filled, n filled)."""
+    bad = ~np.isfinite(points)
+    if not bad.any():
+        return points, 0
+    out = points.copy()
+    t = np.arange(len(points))
+    flat = out.reshape(len(points), -1)
+    for col in np.flatnonzero(bad.reshape(len(points), -1).any(axis=0)):
+        ok = np.isfinite(flat[:, col])
+        if not ok.any():
+            joint = JOINT_NAMES[col // 3] if col // 3 < len(JOINT_NAMES) else str(col // 3)
+            raise RecordingError(path, f"joint {joint} has no finite coordinate in any frame")
+        flat[:, col] = np.interp(t, t[ok], flat[ok, col])
+    return out, int(bad.any(axis=2).sum())
+
+
+def read_deepfly3d_pose(path: str | os.PathLike[str]) -> np.ndarray:
+    """`points3d` (T x 38 x 3 float32, mm) from a DeepFly3D `pose_result*.pkl`; NaN joints interpolated."""
+    p = Path(path)
+    if not p.is_file():
+        raise RecordingError(p, "pose file does not exist")
+    try:
+        with open(p, "rb") as f:
+            data = _SafeUnpickler(f).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError) as exc:
+        raise RecordingError(p, f"not a readable DeepFly3D pose pickle ({exc})") from None
+    if not isinstance(data, dict) or "points3d" not in data:
+        keys = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
+        raise RecordingError(p, f"no 'points3d' in the pose pickle (found {keys})")
+    points = np.asarray(data["points3d"])
+    if points.ndim != 3 or points.shape[1:] != (len(JOINT_NAMES), 3):
+        raise RecordingError(p, f"points3d has shape {points.shape}, expected T x {len(JOINT_NAMES)} x 3")
+    if not np.issubdtype(points.dtype, np.floating):
+        raise RecordingError(p, f"points3d has dtype {points.dtype}, expected floating point")
+    points, _ = _fill_missing_joints(p, points.astype(np.float32))
+    return points
+
+
+def read_labels_csv(path: str | os.PathLike[str], n_frames: int,
+                    class_names: Sequence[str] = ACTION_NAMES) -> np.ndarray:
+    """Per-pose-frame labels (n_frames,) int64 from a CSV with a header, either
+
+    - per frame: columns `frame,label` (also `action`/`behaviour`), or
+    - bouts: columns `start,stop,label` (pose frame indices, stop exclusive).
+
+    A label is a class name or its integer index. Frames not listed are -1 (unlabelled).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise RecordingError(p, "labels file does not exist")
+    text = p.read_text(encoding="utf-8-sig")
+    rows = list(csv.reader(io.StringIO(text)))
+    rows = [r for r in rows if r and any(c.strip() for c in r)]
+    if not rows:
+        raise RecordingError(p, "labels CSV is empty")
+    header = [c.strip().lower() for c in rows[0]]
+    label_col = next((header.index(k) for k in ("label", "action", "behaviour", "behavior") if k in header), None)
+    if label_col is None:
+        raise RecordingError(p, f"labels CSV header {rows[0]} has no 'label' column")
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = np.full(n_frames, UNLABELLED, dtype=np.int64)
+
+    def parse_label(value: str, line: int) -> int:
+        v = value.strip()
+        if v in index:
+            return index[v]
+        if v in ("", "-1", "unlabelled", "unlabeled", "none"):
+            return UNLABELLED
+        try:
+            i = int(v)
+        except ValueError:
+            raise RecordingError(p, f"line {line}: unknown class {v!r}; known: {', '.join(class_names)}") from None
+        if not 0 <= i < len(class_names):
+            raise RecordingError(p, f"line {line}: class index {i} outside 0..{len(class_names) - 1}")
+        return i
+
+    def parse_frame(value: str, line: int, name: str, upper: int) -> int:
+        try:
+            i = int(value)
+        except ValueError:
+            raise RecordingError(p, f"line {line}: {name} {value!r} is not an integer frame index") from None
+        if not 0 <= i <= upper:
+            raise RecordingError(p, f"line {line}: {name} {i} outside 0..{upper} (the pose has {n_frames} frames)")
+        return i
+
+    if "start" in header and "stop" in header:
+        s_col, e_col = header.index("start"), header.index("stop")
+        for line, row in enumerate(rows[1:], start=2):
+            if len(row) <= max(s_col, e_col, label_col):
+                raise RecordingError(p, f"line {line}: expected {len(header)} columns, got {len(row)}")
+            start = parse_frame(row[s_col], line, "start", n_frames - 1)
+            stop = parse_frame(row[e_col], line, "stop", n_frames)
+            if stop <= start:
+                raise RecordingError(p, f"line {line}: stop {stop} is not after start {start}")
+            labels[start:stop] = parse_label(row[label_col], line)
+    elif "frame" in header:
+        f_col = header.index("frame")
+        for line, row in enumerate(rows[1:], start=2):
+            if len(row) <= max(f_col, label_col):
+                raise RecordingError(p, f"line {line}: expected {len(header)} columns, got {len(row)}")
+            labels[parse_frame(row[f_col], line, "frame", n_frames - 1)] = parse_label(row[label_col], line)
+    else:
+        raise RecordingError(p, f"labels CSV header {rows[0]} needs 'frame,label' or 'start,stop,label'")
+    return labels
+
+
+def read_tiff_stack(path: str | os.PathLike[str]) -> np.ndarray:
+    """Frames (T x H x W) of a multi-page TIFF, memory-mapped when the file allows; uint16 or float32."""
+    import tifffile
+
+    p = Path(path)
+    if not p.is_file():
+        raise RecordingError(p, "TIFF file does not exist")
+    try:
+        frames = tifffile.memmap(p, mode="r")  # uncompressed and contiguous: no copy into RAM
+    except Exception:  # compressed, tiled, or broken: the full reader decides and explains
+        try:
+            frames = tifffile.imread(p)
+        except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as exc:
+            raise RecordingError(p, f"not a readable TIFF stack ({type(exc).__name__}: {exc})") from None
+    if frames.size == 0:
+        raise RecordingError(p, "TIFF holds no image data (empty or corrupt file)")
+    if frames.ndim == 2:
+        frames = frames[None]
+    if frames.ndim != 3:
+        raise RecordingError(p, f"TIFF holds an array of shape {frames.shape}; expected frames x height x width "
+                                "(one channel, one plane)")
+    return _neural_dtype(p, frames)
+
+
+def _neural_dtype(p: Path, frames: np.ndarray) -> np.ndarray:
+    if frames.dtype in (np.uint16, np.float32):
+        return frames
+    if frames.dtype == np.uint8:
+        return frames.astype(np.uint16)
+    if frames.dtype == np.float64:
+        return frames.astype(np.float32)
+    raise RecordingError(p, f"neural frames have dtype {frames.dtype}; expected uint16 (or uint8), float32 (or float64)")
+
+
+def _times(n: int, rate_hz: float | None, start_s: float, what: str, p: Path) -> np.ndarray:
+    if rate_hz is None or not rate_hz > 0:
+        raise RecordingError(p, f"{what} rate is required (a positive number of Hz) when no timestamps are given")
+    return start_s + np.arange(n) / rate_hz
+
+
+def _destination(out: str | os.PathLike[str], animal_id: str, trial_id: str, overwrite: bool) -> Path:
+    o = Path(out)
+    path = o / f"{animal_id}_{trial_id}.h5" if o.is_dir() else o
+    if path.suffix != ".h5":
+        raise RecordingError(path, "output must be a directory or a *.h5 path")
+    if path.exists() and not overwrite:
+        raise RecordingError(path, "already exists (pass overwrite=True / --force to replace it)")
+    return path
+
+
+def import_tiff_deepfly3d(
+    tiff: str | os.PathLike[str],
+    pose_pickle: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    animal_id: str,
+    trial_id: str,
+    neural_rate_hz: float,
+    pose_rate_hz: float,
+    labels_csv: str | os.PathLike[str] | None = None,
+    neural_start_s: float = 0.0,
+    pose_start_s: float = 0.0,
+    class_names: Sequence[str] = ACTION_NAMES,
+    overwrite: bool = False,
+) -> Path:
+    """TIFF stack + DeepFly3D pose (+ labels CSV) -> one trial file. Timestamps come from the
+    rates and start offsets (the microscope and the cameras keep separate clocks)."""
+    path = _destination(out, animal_id, trial_id, overwrite)
+    frames = read_tiff_stack(tiff)
+    pose = read_deepfly3d_pose(pose_pickle)
+    labels = read_labels_csv(labels_csv, len(pose), class_names) if labels_csv is not None else None
+    return write_trial(
+        path, animal_id=animal_id, trial_id=trial_id, neural=frames,
+        neural_times=_times(len(frames), neural_rate_hz, neural_start_s, "neural", Path(tiff)),
+        pose=pose, pose_times=_times(len(pose), pose_rate_hz, pose_start_s, "pose", Path(pose_pickle)),
+        joint_names=JOINT_NAMES, labels=labels, class_names=class_names,
+        neural_rate_hz=neural_rate_hz, pose_rate_hz=pose_rate_hz,
+        extra={"source": "tiff+deepfly3d", "tiff": Path(tiff).name, "pose": Path(pose_pickle).name,
+               "labels": Path(labels_csv).name if labels_csv else None},
+    )
+
+
+def _load_npy(path: str | os.PathLike[str], what: str) -> np.ndarray:
+    p = Path(path)
+    if not p.is_file():
+        raise RecordingError(p, f"{what} file does not exist")
+    try:
+        return np.load(p, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise RecordingError(p, f"not a readable .npy array ({exc})") from None
+
+
+def import_numpy(
+    out: str | os.PathLike[str],
+    *,
+    animal_id: str,
+    trial_id: str,
+    npz: str | os.PathLike[str] | None = None,
+    neural: str | os.PathLike[str] | None = None,
+    pose: str | os.PathLike[str] | None = None,
+    labels: str | os.PathLike[str] | None = None,
+    neural_rate_hz: float | None = None,
+    pose_rate_hz: float | None = None,
+    class_names: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """NumPy arrays -> one trial file.
+
+    Either `npz` (keys: `neural`, `pose`; optional `neural_times`, `pose_times`, `labels`,
+    `joint_names`, `class_names`) or separate `neural`/`pose` .npy files (optional `labels`:
+    .npy of ints or a labels CSV). Without timestamps the rates are required.
+    """
+    path = _destination(out, animal_id, trial_id, overwrite)
+    arrays: dict[str, Any] = {}
+    source: Path
+    if npz is not None:
+        if neural is not None or pose is not None:
+            raise ValueError("give either npz or neural/pose .npy files, not both")
+        source = Path(npz)
+        if not source.is_file():
+            raise RecordingError(source, "npz file does not exist")
+        try:
+            with np.load(source, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (ValueError, OSError) as exc:
+            raise RecordingError(source, f"not a readable .npz archive ({exc})") from None
+        for key in ("neural", "pose"):
+            if key not in arrays:
+                raise RecordingError(source, f"missing array '{key}' (found {sorted(arrays)})")
+    else:
+        if neural is None or pose is None:
+            raise ValueError("give npz, or both neural and pose .npy files")
+        source = Path(neural)
+        arrays["neural"] = _load_npy(neural, "neural")
+        arrays["pose"] = _load_npy(pose, "pose")
+    frames = arrays["neural"]
+    if frames.ndim != 3:
+        raise RecordingError(source, f"neural has shape {frames.shape}, expected frames x height x width")
+    frames = _neural_dtype(source, frames)
+    points = np.asarray(arrays["pose"])
+    if points.ndim != 3 or points.shape[2] != 3:
+        raise RecordingError(source, f"pose has shape {points.shape}, expected T x J x 3")
+    joint_names = [str(j) for j in arrays["joint_names"]] if "joint_names" in arrays else list(JOINT_NAMES)
+    if len(joint_names) != points.shape[1]:
+        raise RecordingError(source, f"pose has {points.shape[1]} joints but {len(joint_names)} joint names "
+                                     "(store 'joint_names' in the npz for non-DeepFly3D layouts)")
+    names = list(class_names) if class_names else (
+        [str(c) for c in arrays["class_names"]] if "class_names" in arrays else list(ACTION_NAMES))
+    lab: np.ndarray | None = arrays.get("labels")
+    if labels is not None:
+        lp = Path(labels)
+        lab = read_labels_csv(lp, len(points), names) if lp.suffix.lower() == ".csv" else np.asarray(_load_npy(lp, "labels"))
+    neural_times = arrays.get("neural_times")
+    if neural_times is None:
+        neural_times = _times(len(frames), neural_rate_hz, 0.0, "neural", source)
+    pose_times = arrays.get("pose_times")
+    if pose_times is None:
+        pose_times = _times(len(points), pose_rate_hz, 0.0, "pose", source)
+    if np.issubdtype(points.dtype, np.floating):
+        points, _ = _fill_missing_joints(source, points.astype(np.float32))
+    return write_trial(
+        path, animal_id=animal_id, trial_id=trial_id, neural=frames, neural_times=neural_times,
+        pose=points,
+        pose_times=pose_times, joint_names=joint_names, labels=lab, class_names=names,
+        neural_rate_hz=neural_rate_hz, pose_rate_hz=pose_rate_hz,
+        extra={"source": "numpy", "file": source.name},
+    )
