@@ -1,0 +1,226 @@
+"""trainer.export and `actionloop export`: checkpoint -> verified bundle, raw-dtype graphs, parity,
+atomic writes, and clear refusals."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import trainer.export as export
+from protocols.bundle import REQUIRED_FILES, TORCH_FILES, load_bundle
+from tools.cli import main as cli_main
+from trainer.export import ExportError, export_model
+from trainer.models import build_model
+
+CLASSES = ["forward_walking", "backward_walking", "resting"]
+MODEL_ARGS = {
+    "frame_shape": [24, 32], "window": 3, "downsample": 2, "channels": [4, 8], "features": 8,
+    "temporal_channels": 8, "embedding_dim": 6,
+}
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(1)
+    return build_model("neural_conv", **MODEL_ARGS).eval()
+
+
+def _head(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    return rng.normal(0, 0.5, (len(CLASSES), 6)).astype(np.float32), rng.normal(0, 0.1, len(CLASSES)).astype(np.float32)
+
+
+def _checkpoint(path: Path) -> dict:
+    model = _model()
+    weight, bias = _head(np.random.default_rng(2))
+    ckpt = {
+        "model_name": "neural_conv",
+        "model_args": model.model_args,
+        "state_dict": model.state_dict(),
+        "head": {"weight": torch.from_numpy(weight), "bias": torch.from_numpy(bias)},
+        "class_names": CLASSES,
+        "window": 3,
+        "frame_shape": [24, 32],
+        "frame_dtype": "uint16",
+        "frame_rate_hz": 15.0,
+        "preprocessing": model.preprocessing(),
+        "dataset_fingerprint": "sha256:abc123",
+        "metrics": {"probe_accuracy": torch.tensor(0.75), "per_class": [0.5, 0.25]},
+        "config": {"epochs": 2, "lr": 1e-3},
+    }
+    torch.save(ckpt, path)
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Path]:
+    """A checkpoint exported through the real command line."""
+    root = tmp_path_factory.mktemp("export")
+    ckpt = _checkpoint(root / "model.pt")
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        rc = cli_main(["export", "--checkpoint", str(root / "model.pt"), "--out", str(root / "bundle")])
+    assert rc == 0
+    (root / "stdout.json").write_text(stdout.getvalue())
+    return root / "bundle", ckpt, root
+
+
+def test_cli_export_writes_a_verified_self_describing_bundle(exported) -> None:
+    bundle_dir, ckpt, root = exported
+    bundle = load_bundle(bundle_dir)
+    m = bundle.manifest
+    assert (m.window, m.frame_shape, m.frame_dtype, m.frame_rate_hz) == (3, (24, 32), "uint16", 15.0)
+    assert (m.feature_dim, m.embedding_dim, list(m.class_names)) == (8, 6, CLASSES)
+    assert m.model_name == "neural_conv" and m.model_args == ckpt["model_args"]
+    assert m.preprocessing["downsample"]["factor"] == 2 and m.preprocessing["inside_graph"] is True
+    assert set(m.files) == set(REQUIRED_FILES) | set(TORCH_FILES)
+    p = m.provenance
+    assert p.dataset_fingerprint == "sha256:abc123"
+    assert p.metrics == {"probe_accuracy": 0.75, "per_class": [0.5, 0.25]}
+    assert p.source_checkpoint == str((root / "model.pt").resolve())
+    assert p.exported_with["torch"] == torch.__version__ and p.exported_with["opset"] == str(export.OPSET)
+    assert p.model_extra["training_config"] == {"epochs": 2, "lr": 1e-3}
+    assert m.export_check and max(m.export_check.values()) <= export.PARITY_TOLERANCE
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]  # no temp dirs left behind
+
+
+def test_graphs_take_raw_uint16_frames_through_a_leading_cast(exported) -> None:
+    bundle_dir, _, _ = exported
+    for name, input_name in (("frame_encoder.onnx", "frame"), ("whole_window.onnx", "frames")):
+        graph = onnx.load(str(bundle_dir / name)).graph
+        assert [i.name for i in graph.input if i.name == input_name] == [input_name]
+        (inp,) = [i for i in graph.input if i.name == input_name]
+        assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT16
+        assert graph.node[0].op_type == "Cast" and graph.node[0].name == export.RAW_CAST_NODE
+    temporal = onnx.load(str(bundle_dir / "temporal.onnx")).graph
+    assert temporal.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+
+
+def test_onnx_graphs_match_the_checkpointed_model(exported) -> None:
+    """Raw frames the export never saw, extremes included: ONNX Runtime vs the rebuilt PyTorch model."""
+    bundle_dir, ckpt, _ = exported
+    model = build_model("neural_conv", **ckpt["model_args"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    weight, bias = ckpt["head"]["weight"], ckpt["head"]["bias"]
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 65535, size=(1, 3, 24, 32), endpoint=True).astype(np.uint16)
+    frames[0, 1] = 0
+    encoder = ort.InferenceSession(str(bundle_dir / "frame_encoder.onnx"), providers=["CPUExecutionProvider"])
+    temporal = ort.InferenceSession(str(bundle_dir / "temporal.onnx"), providers=["CPUExecutionProvider"])
+    whole = ort.InferenceSession(str(bundle_dir / "whole_window.onnx"), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        x = torch.from_numpy(frames.astype(np.float32))
+        ref_features = model.frame_encoder(x[0]).numpy()
+        ref_embedding = model(x)
+        ref_probabilities = torch.softmax(ref_embedding @ weight.T + bias, dim=-1).numpy()
+        ref_embedding = ref_embedding.numpy()
+    features = np.concatenate([encoder.run(None, {"frame": frames[:, t]})[0] for t in range(3)])
+    streamed = temporal.run(None, {"features": features[None]})
+    whole_out = whole.run(None, {"frames": frames})
+    diffs = {
+        "features": np.abs(features - ref_features).max(),
+        "temporal.embedding": np.abs(streamed[0] - ref_embedding).max(),
+        "temporal.probabilities": np.abs(streamed[1] - ref_probabilities).max(),
+        "whole.embedding": np.abs(whole_out[0] - ref_embedding).max(),
+        "whole.probabilities": np.abs(whole_out[1] - ref_probabilities).max(),
+    }
+    assert max(diffs.values()) <= 1e-4, diffs
+
+
+def test_existing_bundle_is_not_replaced_without_force(exported, capsys: pytest.CaptureFixture) -> None:
+    bundle_dir, _, root = exported
+    before = (bundle_dir / "manifest.json").read_bytes()
+    rc = cli_main(["export", "--checkpoint", str(root / "model.pt"), "--out", str(bundle_dir)])
+    assert rc == 1
+    assert "already exists" in capsys.readouterr().err
+    assert (bundle_dir / "manifest.json").read_bytes() == before
+
+
+def test_missing_or_incomplete_checkpoint_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rc = cli_main(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b")])
+    assert rc == 1 and "nope.pt does not exist" in capsys.readouterr().err
+    torch.save({"model_name": "neural_conv", "state_dict": {}}, tmp_path / "partial.pt")
+    with pytest.raises(ExportError, match="lacks model_args, head, class_names"):
+        export.export_checkpoint(tmp_path / "partial.pt", tmp_path / "b")
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ExportError, match="cannot be read"):
+        export.export_checkpoint(tmp_path / "garbage.pt", tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_checkpoint_weights_must_fit_the_model(tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path / "model.pt")
+    ckpt["model_args"] = {**ckpt["model_args"], "features": 16}
+    torch.save(ckpt, tmp_path / "model.pt")
+    with pytest.raises(ExportError, match="weights do not fit neural_conv"):
+        export.export_checkpoint(tmp_path / "model.pt", tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    "weight_shape, bias_shape, classes, message",
+    [
+        ((3, 5), (3,), CLASSES, r"head weight has shape \(3, 5\), expected \(classes=3, embedding_dim=6\)"),
+        ((3, 6), (4,), CLASSES, r"head bias has shape \(4,\), expected \(3,\)"),
+        ((2, 6), (2,), ["a", "a"], "distinct"),
+    ],
+)
+def test_bad_head_is_refused_before_anything_is_written(
+    tmp_path: Path, weight_shape: tuple, bias_shape: tuple, classes: list, message: str
+) -> None:
+    with pytest.raises(ExportError, match=message):
+        export_model(_model(), np.zeros(weight_shape), np.zeros(bias_shape), classes, tmp_path / "b", 30.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_a_neural_encoder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="lacks frame_encoder, temporal, window, frame_shape"):
+        export_model(torch.nn.Linear(2, 2), np.zeros((1, 2)), np.zeros(1), ["a"], tmp_path / "b", 30.0)
+
+
+def test_failure_midway_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def failing_export(*args, **kwargs) -> None:
+        calls.append(args)
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(export, "_export_onnx", failing_export)
+    weight, bias = _head(np.random.default_rng(0))
+    with pytest.raises(RuntimeError, match="exporter crashed"):
+        export_model(_model(), weight, bias, CLASSES, tmp_path / "b", 30.0)
+    assert calls and list(tmp_path.iterdir()) == []
+
+
+def test_onnx_pytorch_disagreement_refuses_the_bundle(tmp_path: Path) -> None:
+    """The export's own parity check guards the daemon; a tolerance nothing can meet proves it bites."""
+    weight, bias = _head(np.random.default_rng(0))
+    with pytest.raises(ExportError, match="disagree with the PyTorch model"):
+        export_model(_model(), weight, bias, CLASSES, tmp_path / "b", 30.0, include_pt2=False, parity_tolerance=-1.0)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_publish_replaces_an_old_bundle_only_when_asked(tmp_path: Path) -> None:
+    old, new = tmp_path / "bundle", tmp_path / ".bundle.tmp-1"
+    old.mkdir()
+    (old / "manifest.json").write_text("old")
+    new.mkdir()
+    (new / "manifest.json").write_text("new")
+    with pytest.raises(ExportError, match="already exists"):
+        export._publish(new, old, overwrite=False)
+    export._publish(new, old, overwrite=True)
+    assert (old / "manifest.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_cli_prints_the_bundle_summary(exported) -> None:
+    _, _, root = exported
+    summary = json.loads((root / "stdout.json").read_text())
+    assert summary["window"] == 3 and summary["class_names"] == CLASSES
+    assert summary["export_check_max_abs_diff"] <= export.PARITY_TOLERANCE
