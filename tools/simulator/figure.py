@@ -40,8 +40,11 @@ def overview_figure(paths: Sequence[str | os.PathLike[str]], out: str | os.PathL
             ax.imshow(mean, cmap="gray", vmin=lo, vmax=hi)
             ax.set_title(f"{trial.animal_id}: mean frame (raw counts)", fontsize=9)
             ax.axis("off")
-            # Frame at the most active moment relative to the mean: shows the tuned neurons.
-            k = int(np.argmax((frames - mean).reshape(len(frames), -1).std(axis=1)))
+            # Frame at the most active moment relative to the mean (each frame scaled to the mean's
+            # median first, so slow bleaching does not pick the first frame): shows tuned neurons.
+            scale = np.median(mean) / np.median(frames.reshape(len(frames), -1), axis=1)
+            deviation = frames * scale[:, None, None] - mean
+            k = int(np.argmax(np.percentile(deviation.reshape(len(frames), -1), 99.5, axis=1)))
             ax = fig.add_subplot(grid[row, 1])
             ax.imshow(frames[k] - mean, cmap="magma", vmin=0, vmax=np.percentile(frames[k] - mean, 99.8))
             name = ACTION_NAMES[labels[k]] if labels[k] >= 0 else "unlabelled"
