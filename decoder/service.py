@@ -40,6 +40,7 @@ from decoder.settings import DecoderSettings
 from decoder.stats import Counters, LatencyWindow, RateLimiter
 from decoder.systemd import SystemdNotifier
 from decoder.worker import InferenceThread, LatestSlot
+from protocols.bundle import BundleError
 from protocols.codec import decode_frame
 from protocols.errors import ProtocolError
 from protocols.messages import TOPIC_FRAME, Action, Event, FrameHeader, Status
@@ -50,7 +51,15 @@ STARTING, RUNNING, PAUSED, STOPPING = "starting", "running", "paused", "stopping
 
 
 class StartupError(RuntimeError):
-    """The service could not start (bad bundle, unusable socket or path); says what to fix."""
+    """The service could not start (bad bundle, unusable socket or path); says what to fix.
+
+    ``exit_code`` 78 (EX_CONFIG) when restarting cannot help (bad bundle or configuration),
+    1 otherwise (a port still held by a previous instance, say).
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(slots=True)
@@ -105,6 +114,9 @@ class DecoderService:
                 await self.startup()
                 if not self._should_exit.is_set():
                     await self.main_loop()
+            except BaseExceptionGroup as group:
+                log.error("a task crashed; stopping", exc_info=group)
+                raise
             finally:
                 await self.shutdown()
 
@@ -121,13 +133,15 @@ class DecoderService:
     async def startup(self) -> None:
         s = self.settings
         if s.model.bundle is None:
-            raise StartupError("no model bundle configured: set model.bundle (or ACTIONLOOP_MODEL__BUNDLE)")
+            raise StartupError("no model bundle configured: set model.bundle (or ACTIONLOOP_MODEL__BUNDLE)", 78)
         log.info("starting", bundle=str(s.model.bundle), backend=s.backend.name, mode=s.backend.mode, pid=os.getpid())
         self._notifier.status("loading model")
         try:
             model = await asyncio.to_thread(self._load_model, s.model.bundle, s.backend)
-        except (ValueError, OSError) as exc:  # BundleError is a ValueError
-            raise StartupError(f"cannot load model bundle {s.model.bundle}: {exc}") from exc
+        except BundleError as exc:  # the bundle itself is wrong: restarting will not help
+            raise StartupError(f"cannot load model bundle {s.model.bundle}: {exc}", 78) from exc
+        except Exception as exc:  # backend could not load it (GPU busy, ...): a restart may help
+            raise StartupError(f"backend {s.backend.name} cannot run bundle {s.model.bundle}: {exc}") from exc
         min_frames = frames_for_duration(s.policy.min_duration_s, model.bundle.frame_rate_hz)
         self._pipeline = FramePipeline(
             model, Debouncer(s.policy.min_confidence, min_frames), s.policy.max_gap_frames
@@ -149,7 +163,7 @@ class DecoderService:
             try:
                 self._decision_log = DecisionLogWriter(s.decision_log.path, s.decision_log.rotate_bytes, s.decision_log.keep)
             except OSError as exc:
-                raise StartupError(f"cannot open decision log {s.decision_log.path}: {exc.strerror or exc}") from exc
+                raise StartupError(f"cannot open decision log {s.decision_log.path}: {exc.strerror or exc}", 78) from exc
         try:
             self._open_sockets()
         except zmq.ZMQError as exc:
@@ -570,7 +584,10 @@ class DecoderService:
             self._decision_log = None
         self._notifier.stopping("stopped")
         self._notifier.close()
-        log.info("stopped", **self.counters.as_dict(), **self._latency_summary())
+        if self.ready.is_set():
+            log.info("stopped", **self.counters.as_dict(), **self._latency_summary())
+        else:
+            log.info("stopped before ready")
 
     # ---- signals -------------------------------------------------------------------------
 

@@ -1,0 +1,56 @@
+"""`actionloop serve [--config FILE.toml]`: run the decoder daemon in the foreground.
+
+Everything else is configured through the settings tree (the TOML file and ``ACTIONLOOP_*``
+environment variables, see deploy/decoder.toml), never through extra flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+import structlog
+
+from decoder.settings import DecoderSettings, SettingsError, load_settings
+from protocols.logconfig import configure_logging
+
+log = structlog.get_logger(__name__)
+
+EX_CONFIG = 78  # sysexits.h: the unit file tells systemd not to restart on a configuration error
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None, metavar="FILE.toml",
+        help="settings file; ACTIONLOOP_* environment variables override it (e.g. ACTIONLOOP_MODEL__BUNDLE=...)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except SettingsError as exc:
+        log.error("configuration error", error=str(exc))
+        return EX_CONFIG
+    if "logging" in settings.model_fields_set:  # the settings file/environment chose: it wins
+        configure_logging(level=settings.logging.level, fmt=settings.logging.format)
+    return run_service(settings)
+
+
+def run_service(settings: DecoderSettings) -> int:
+    """Run the daemon until it is stopped. 0: clean stop; 78: configuration or bundle error
+    (restarting will not help); 1: startup failed otherwise, or a task crashed."""
+    from decoder.service import DecoderService, StartupError
+
+    service = DecoderService(settings)
+    try:
+        asyncio.run(service.serve())
+    except StartupError as exc:
+        log.error("startup failed", error=str(exc))
+        return exc.exit_code
+    except BaseExceptionGroup:
+        return 1  # the service logged the traceback
+    except KeyboardInterrupt:  # a SIGINT before the handlers were installed
+        return 130
+    return 0
