@@ -75,6 +75,8 @@ class ReplayLog:
     daemon_skipped: int = 0
     labels: np.ndarray | None = None
     class_names: tuple[str, ...] = ()
+    # How late each frame went out against its schedule (ns); None when there was no schedule.
+    pacing_late_ns: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.sent_seq) != len(self.sent_ns):

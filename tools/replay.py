@@ -485,6 +485,7 @@ def replay(
         daemon_skipped=int(rows[:, 5].sum()),
         labels=None if data.labels is None else data.labels[:n_sent],
         class_names=data.class_names if data.labels is not None else (),
+        pacing_late_ns=late if offsets is not None else None,
     )
 
 
