@@ -39,6 +39,9 @@ WHOLE_WINDOW = "whole_window"
 GRAPHS = (FRAME_ENCODER, TEMPORAL, WHOLE_WINDOW)
 REQUIRED_FILES = tuple(f"{g}.onnx" for g in GRAPHS)
 TORCH_FILES = tuple(f"{g}.pt2" for g in GRAPHS)
+RAW_CAST_NODE = "raw_to_float"
+"""Name of the first node of frame_encoder.onnx / whole_window.onnx: Cast(raw dtype -> float32).
+Backends without the raw dtype (TensorRT has no uint16) take it off and feed float32 instead."""
 
 FrameDType = Literal["uint8", "uint16", "float32"]
 

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from protocols.bundle import (
     FRAME_ENCODER,
     GRAPHS,
+    RAW_CAST_NODE,
     SCHEMA_VERSION,
     TEMPORAL,
     WHOLE_WINDOW,
@@ -57,7 +58,6 @@ from protocols.bundle import (
 log = structlog.get_logger(__name__)
 
 OPSET = 18  # the newest opset TensorRT 10 parses fully; ONNX Runtime takes it too
-RAW_CAST_NODE = "raw_to_float"
 PARITY_TOLERANCE = 1e-4  # max abs difference ONNX (ORT CPU fp32) vs PyTorch accepted at export
 _TORCH_DTYPES = {"uint8": torch.uint8, "uint16": torch.uint16, "float32": torch.float32}
 _NUMPY_DTYPES = {"uint8": np.uint8, "uint16": np.uint16, "float32": np.float32}
