@@ -62,11 +62,24 @@ def make_animals(config: SimulationConfig, seed: int) -> tuple[NeuronSet, list[A
     return template, animals
 
 
-def simulate_trial(config: SimulationConfig, animal: Animal, trial_index: int, seed: int,
-                   renderer: Renderer | None = None) -> TrialData:
-    """One trial: actions -> pose -> neural drive -> indicator -> rendered frames."""
+@dataclass(frozen=True)
+class TrialSignals:
+    """The ground truth of one trial before imaging: behaviour, clean pose, indicator signal."""
+
+    labels: np.ndarray  # T_b action per pose frame
+    clean_pose: np.ndarray  # T_b x 38 x 3, no tracking noise
+    pose_times: np.ndarray
+    neural_times: np.ndarray
+    dff: np.ndarray  # T_n x N indicator signal of the animal's neurons at the neural timestamps
+
+
+def trial_rng(seed: int, animal: Animal, trial_index: int) -> np.random.Generator:
     animal_index = int(animal.animal_id.removeprefix("animal"))
-    rng = np.random.default_rng(np.random.SeedSequence([seed, SIMULATOR_VERSION, 1 + animal_index, trial_index]))
+    return np.random.default_rng(np.random.SeedSequence([seed, SIMULATOR_VERSION, 1 + animal_index, trial_index]))
+
+
+def simulate_signals(config: SimulationConfig, animal: Animal, rng: np.random.Generator) -> TrialSignals:
+    """actions -> pose -> neural drive -> indicator, sampled on the scanner's own clock."""
     n_pose = int(round(config.trial_seconds * config.pose_rate_hz))
     labels = simulate_actions(n_pose, config.pose_rate_hz, animal.behaviour, rng)
     clean = simulate_pose(labels, config.pose_rate_hz, animal.pose, rng)
@@ -78,19 +91,26 @@ def simulate_trial(config: SimulationConfig, animal: Animal, trial_index: int, s
     start = rng.uniform(0.0, 1.0 / config.neural_rate_hz)
     n_neural = int((pose_times[-1] - start) * config.neural_rate_hz) + 1
     neural_times = start + np.arange(n_neural) / config.neural_rate_hz
-    dff_n = sample_at(dff, config.pose_rate_hz, neural_times)
+    return TrialSignals(labels, clean, pose_times, neural_times, sample_at(dff, config.pose_rate_hz, neural_times))
+
+
+def simulate_trial(config: SimulationConfig, animal: Animal, trial_index: int, seed: int,
+                   renderer: Renderer | None = None) -> TrialData:
+    """One trial: ground-truth signals, then imaging (motion, rendering, noise) and pose tracking."""
+    rng = trial_rng(seed, animal, trial_index)
+    sig = simulate_signals(config, animal, rng)
     renderer = renderer or Renderer(animal.neural, config.frame_shape)
-    motion = motion_trace(n_neural, config.neural_rate_hz, animal.neural, rng)
-    frames = np.concatenate(list(renderer.render(dff_n, neural_times, motion, rng)))
+    motion = motion_trace(len(sig.neural_times), config.neural_rate_hz, animal.neural, rng)
+    frames = np.concatenate(list(renderer.render(sig.dff, sig.neural_times, motion, rng)))
     return TrialData(
         animal_id=animal.animal_id,
         trial_id=f"trial{trial_index:02d}",
         neural=frames,
-        neural_times=neural_times,
-        pose=add_tracking_noise(clean, rng),
-        pose_times=pose_times,
-        labels=labels,
-        dff=dff_n.astype(np.float32),
+        neural_times=sig.neural_times,
+        pose=add_tracking_noise(sig.clean_pose, rng),
+        pose_times=sig.pose_times,
+        labels=sig.labels,
+        dff=sig.dff.astype(np.float32),
     )
 
 
