@@ -126,7 +126,7 @@ class _WholeWindowGraph(nn.Module):
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """Keep the exporter's third-party chatter (not ours to fix) off the user's terminal."""
-    noisy = [logging.getLogger(n) for n in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript")]
+    noisy = [logging.getLogger(n) for n in ("torch.onnx", "torch.onnx._internal.exporter._registration", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in noisy]
     for lg in noisy:
         lg.setLevel(logging.ERROR)

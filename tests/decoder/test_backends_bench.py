@@ -1,0 +1,49 @@
+"""`actionloop bench` (tools/bench_inference.py): the report's shape, table and figure, on the tiny
+bundle with few frames. The real measurement is `make bench-inference`, never a timed test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tools.bench_inference import percentiles
+from tools.cli import main as cli_main
+
+
+def test_percentiles_in_microseconds() -> None:
+    samples = np.arange(1, 1001, dtype=np.int64) * 1000  # 1..1000 µs
+    p = percentiles(samples)
+    assert p["n"] == 1000 and p["max_us"] == 1000.0
+    assert p["p50_us"] == pytest.approx(500.5) and p["p99_us"] == pytest.approx(990.01)
+    assert p["p999_us"] == pytest.approx(999.001, abs=0.01)  # rounded to 0.01 µs
+
+
+def test_bench_writes_the_issue_shaped_report(tiny_bundle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench" / "inference.json"
+    rc = cli_main([
+        "bench", "--bundle", str(tiny_bundle.path), "--out", str(out), "--backends", "onnxruntime",
+        "--frames", "60", "--warmup", "5", "--block", "25", "--no-progress",
+    ])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    for mode in ("streaming", "whole_window"):
+        stats = report["onnxruntime"][mode]
+        assert stats["n"] == 60
+        assert 0 < stats["p50_us"] <= stats["p99_us"] <= stats["p999_us"] <= stats["max_us"]
+    assert set(report["onnxruntime"]["parts"]) == {"encode_frame", "decode_window"}
+    assert report["onnxruntime"]["whole_window_over_streaming_p50"] > 0
+    assert report["model"]["window"] == tiny_bundle.window
+    assert report["model"]["input_shape"] == list(tiny_bundle.frame_shape)
+    assert report["machine"]["cpus"] >= 1 and "gpu" in report["machine"]
+    assert (out.with_suffix(".png")).stat().st_size > 0
+    table = capsys.readouterr().out
+    assert "onnxruntime  streaming" in table and "whole/stream" in table
+
+
+def test_bench_refuses_unknown_backends_and_bad_bundles(tmp_path: Path) -> None:
+    assert cli_main(["bench", "--bundle", str(tmp_path), "--backends", "tflite", "--out", str(tmp_path / "x.json")]) == 2
+    assert cli_main(["bench", "--bundle", str(tmp_path / "missing"), "--out", str(tmp_path / "x.json")]) == 1
+    assert not (tmp_path / "x.json").exists()
