@@ -77,6 +77,8 @@ class ReplayLog:
     class_names: tuple[str, ...] = ()
     # How late each frame went out against its schedule (ns); None when there was no schedule.
     pacing_late_ns: np.ndarray | None = None
+    # The daemon's "inference done" stamp per action, for the breakdown of its share (optional).
+    daemon_done_ns: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.sent_seq) != len(self.sent_ns):
@@ -84,8 +86,8 @@ class ReplayLog:
                 f"sent_seq has {len(self.sent_seq)} entries but sent_ns has {len(self.sent_ns)}"
             )
         n_actions = len(self.action_seq)
-        for name in ("received_ns", "daemon_recv_ns", "daemon_pub_ns", "action_index"):
-            if len(getattr(self, name)) != n_actions:
+        for name in ("received_ns", "daemon_recv_ns", "daemon_pub_ns", "action_index", "daemon_done_ns"):
+            if getattr(self, name) is not None and len(getattr(self, name)) != n_actions:
                 raise ValueError(
                     f"{name} has {len(getattr(self, name))} entries but action_seq has {n_actions}"
                 )
@@ -208,6 +210,26 @@ def build_report(log: ReplayLog) -> LatencyReport:
         end_to_end_us=e2e_ns / 1e3,
         daemon_us=daemon_ns / 1e3,
     )
+
+
+def latency_breakdown(log: ReplayLog) -> dict[str, LatencyStats]:
+    """Where end-to-end time goes, hop by hop, for the first action of every sent frame:
+    frame in flight to the daemon, the daemon's receive -> inference done (waiting for and running
+    the model), inference done -> publish, and the action in flight back to the replay."""
+    sent = dict(zip(np.asarray(log.sent_seq).tolist(), np.asarray(log.sent_ns).tolist(), strict=True))
+    _, first = np.unique(np.asarray(log.action_seq), return_index=True)
+    keep = np.array([i for i in first if int(log.action_seq[i]) in sent], dtype=np.int64)
+    if len(keep) == 0:
+        return {}
+    sent_ns = np.array([sent[int(log.action_seq[i])] for i in keep], dtype=np.int64)
+    recv, pub = np.asarray(log.daemon_recv_ns)[keep], np.asarray(log.daemon_pub_ns)[keep]
+    out = {"frame in flight (replay -> daemon)": latency_stats_us(recv - sent_ns)}
+    if log.daemon_done_ns is not None:
+        done = np.asarray(log.daemon_done_ns)[keep]
+        out["daemon: receive -> inference done"] = latency_stats_us(done - recv)
+        out["daemon: inference done -> publish"] = latency_stats_us(pub - done)
+    out["action in flight (daemon -> replay)"] = latency_stats_us(np.asarray(log.received_ns)[keep] - pub)
+    return out
 
 
 # --- presentation -------------------------------------------------------------------------

@@ -39,7 +39,9 @@ from protocols.messages import TOPIC_ACTION, TOPIC_STATUS, Action, Status
 from tools.latency_report import (
     ReplayLog,
     build_report,
+    format_latency_table,
     format_report,
+    latency_breakdown,
     plot_latency,
     write_json_atomic,
 )
@@ -327,7 +329,7 @@ class ActionCollector(threading.Thread):
         self._cond = threading.Condition()
         self._seen_anything = threading.Event()
         self.latest_seq = -1
-        self.rows: list[tuple[int, int, int, int, int, int, int]] = []
+        self.rows: list[tuple[int, int, int, int, int, int, int, int]] = []
         self.statuses: list[Status] = []
         self.rejected = 0
         self.last_rejection = ""
@@ -365,7 +367,7 @@ class ActionCollector(threading.Thread):
                 if isinstance(message, Action):
                     self.rows.append(
                         (message.seq, arrived, message.t_recv_ns, message.t_pub_ns, message.index,
-                         message.skipped, message.dropped)
+                         message.skipped, message.dropped, message.t_done_ns)
                     )
                     with self._cond:
                         self.latest_seq = max(self.latest_seq, message.seq)
@@ -467,7 +469,7 @@ def replay(
     finally:
         publisher.close()
         collector.stop()
-    rows = np.array(collector.rows, dtype=np.int64).reshape(-1, 7)
+    rows = np.array(collector.rows, dtype=np.int64).reshape(-1, 8)
     late = lateness_ns[:n_sent]
     if offsets is not None and n_sent:
         log.info("replay_pacing", late_p99_us=round(float(np.percentile(late, 99)) / 1e3, 1),
@@ -486,6 +488,7 @@ def replay(
         labels=None if data.labels is None else data.labels[:n_sent],
         class_names=data.class_names if data.labels is not None else (),
         pacing_late_ns=late if offsets is not None else None,
+        daemon_done_ns=rows[:, 7],
     )
 
 
@@ -557,11 +560,15 @@ def run(args: argparse.Namespace) -> int:
         data.close()
     report = build_report(replay_log)
     print(format_report(report))
+    breakdown = latency_breakdown(replay_log)
+    if breakdown:
+        print("\nwhere the time goes:")
+        print(format_latency_table(breakdown))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(args.out / "report.json", {
             "data": str(args.data), "rate": str(rate), "frames_endpoint": args.frames_endpoint,
-            "actions_endpoint": args.actions_endpoint, **report.as_dict(),
+            "actions_endpoint": args.actions_endpoint, **report.as_dict(), "breakdown": breakdown,
         })
         if len(report.end_to_end_us):
             plot_latency({"end-to-end": report.end_to_end_us, "daemon share": report.daemon_us},

@@ -47,6 +47,7 @@ from tools.latency_report import (
     LatencyStats,
     build_report,
     format_latency_table,
+    latency_breakdown,
     latency_stats_us,
     plot_latency,
     write_json_atomic,
@@ -244,6 +245,7 @@ class RunResult:
     seconds: float
     daemon_status: dict[str, Any] | None = None  # the daemon's own status after the run
     daemon_counters: dict[str, int] | None = None  # its counters' change over the run
+    breakdown: dict[str, LatencyStats] = dataclasses.field(default_factory=dict)  # hop by hop
 
 
 def daemon_status(control_endpoint: str, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -298,7 +300,8 @@ def replay_through(process: ManagedProcess, name: str, data: ReplayData, endpoin
     achieved = (len(result.sent_ns) - 1) / span_s if span_s > 0 else math.inf
     late = result.pacing_late_ns
     late_p99 = float(np.percentile(late, 99) / 1e3) if late is not None and len(late) else None
-    return RunResult(name, report, str(rate), achieved, late_p99, seconds, after, counters)
+    return RunResult(name, report, str(rate), achieved, late_p99, seconds, after, counters,
+                     latency_breakdown(result))
 
 
 def measure_inference_floor(bundle_path: Path, data: ReplayData, n_frames: int, backend_name: str, threads: int,
@@ -588,6 +591,12 @@ def format_markdown(result: Mapping[str, Any], details: Mapping[str, Any]) -> st
         shown = _format_measured(check["key"], check["measured"])
         lines.append(f"| {check['target']} | {check['goal']} | {shown} | "
                      f"{'yes' if check['met'] else 'no, ' + check['missed_by']} |")
+    breakdown = details.get("runs", {}).get("daemon", {}).get("breakdown")
+    if breakdown:
+        lines += ["", "Where the daemon's end-to-end time goes (ms):", "",
+                  "| hop | p50 | p90 | p99 | p99.9 | max |", "|---|---:|---:|---:|---:|---:|"]
+        for name, stats in breakdown.items():
+            lines.append(f"| {name} | " + " | ".join(_ms(stats.get(k)) for k in STAT_KEYS) + " |")
     lines += ["", f"Command: `{details['settings']['command']}`", ""]
     return "\n".join(lines)
 
@@ -690,7 +699,6 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
                                    rate, progress=progress, control=True)
             _check_daemon_runs(naive, "torch", "whole_window")
         naive_stats, naive_us = naive.report.end_to_end, naive.report.end_to_end_us
-        details["naive"] = {"frames": naive.report.frames.as_dict(), "daemon_share": naive.report.daemon}
         log.info("naive baseline", **_rounded(naive_stats), skipped=naive.report.frames.skipped)
 
     for d in datasets:
@@ -703,8 +711,12 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     result = assemble_result(daemon=main.report, transport=transport.report.end_to_end, inference=inference_stats,
                              naive=naive_stats, sustained_fps=sustained, backend=settings.backend, machine=machine)
     details["targets"] = target_checks(result)
-    details["transport_daemon_share"] = transport.report.daemon
-    details["daemon_report"] = main.report.as_dict()
+    details["runs"] = {
+        run.name: {"rate": run.rate, "achieved_fps": round(run.achieved_fps, 2), "seconds": round(run.seconds, 1),
+                   "pacing_late_p99_us": run.pacing_late_p99_us, "report": run.report.as_dict(),
+                   "breakdown": run.breakdown, "daemon_counters": run.daemon_counters}
+        for run in (transport, main, *([naive] if settings.naive else []))
+    }
     details["seconds"] = round(time.monotonic() - started, 1)
 
     out = settings.out

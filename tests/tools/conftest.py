@@ -22,6 +22,17 @@ class RunningEcho:
     actions_endpoint: str
 
 
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Tests that run the CLI's main() configure structlog to print to the stderr pytest captured
+    for them, which is closed afterwards; start and leave every test here with the defaults."""
+    import structlog
+
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
 @pytest.fixture
 def zmq_context() -> Iterator[zmq.Context]:
     """A private context: a socket left open makes term() hang and the test time out (loudly)."""

@@ -196,3 +196,25 @@ def test_table_prints_dash_for_missing_and_ms_for_large_values() -> None:
     )
     assert "-" in table.splitlines()[2]
     assert "12.500 ms" in table
+
+
+def test_breakdown_splits_end_to_end_into_hops() -> None:
+    from tools.latency_report import latency_breakdown
+
+    t0 = 1_000_000
+    log = ReplayLog(
+        sent_seq=np.array([0, 1]), sent_ns=np.array([t0, t0 + 10_000_000]),
+        action_seq=np.array([1, 0, 0]),  # frame 1 first; frame 0 twice (the duplicate is ignored)
+        received_ns=np.array([t0 + 10_000_000 + 2_000_000, t0 + 2_000_000, t0 + 9_000_000]),
+        daemon_recv_ns=np.array([t0 + 10_000_000 + 300_000, t0 + 300_000, t0 + 300_000]),
+        daemon_pub_ns=np.array([t0 + 10_000_000 + 1_800_000, t0 + 1_800_000, t0 + 1_800_000]),
+        action_index=np.zeros(3, dtype=np.int64),
+        daemon_done_ns=np.array([t0 + 10_000_000 + 1_700_000, t0 + 1_700_000, t0 + 1_700_000]),
+    )
+    hops = latency_breakdown(log)
+    assert list(hops) == ["frame in flight (replay -> daemon)", "daemon: receive -> inference done",
+                          "daemon: inference done -> publish", "action in flight (daemon -> replay)"]
+    assert hops["frame in flight (replay -> daemon)"]["max_us"] == 300.0
+    assert hops["daemon: receive -> inference done"]["p50_us"] == 1400.0
+    assert hops["daemon: inference done -> publish"]["p50_us"] == 100.0
+    assert hops["action in flight (daemon -> replay)"]["max_us"] == 200.0  # not the duplicate's 7.2 ms
