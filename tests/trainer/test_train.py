@@ -1,0 +1,122 @@
+"""The training loop end to end on a small synthetic dataset: every method, checkpoint contract,
+resume, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.config import METHODS, load_config
+from trainer.models import build_model
+from trainer.probe import LinearProbe
+from trainer.train import TrainingError, train
+
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_and_writes_a_contract_checkpoint(
+    method: str, trainer_dataset: Path, tmp_path: Path, fast_overrides: list[str]
+) -> None:
+    cfg = load_config("tiny", [*fast_overrides, f"method={method}"])
+    result = train(cfg, trainer_dataset, tmp_path)
+    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=True)  # as export loads it
+    for key in ("model_name", "model_args", "state_dict", "head", "class_names", "window", "frame_shape",
+                "frame_dtype", "frame_rate_hz", "preprocessing", "dataset_fingerprint", "metrics", "config"):
+        assert key in ckpt, key
+    model = build_model(ckpt["model_name"], **ckpt["model_args"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    assert ckpt["window"] == model.window == 4
+    assert tuple(ckpt["frame_shape"]) == model.frame_shape == (32, 32)
+    assert ckpt["frame_dtype"] == "uint16" and ckpt["frame_rate_hz"] == pytest.approx(16.0)
+    c, d = len(ckpt["class_names"]), model.embedding_dim
+    assert ckpt["head"]["weight"].shape == (c, d) and ckpt["head"]["bias"].shape == (c,)
+    assert ckpt["metrics"]["method"] == method and np.isfinite(ckpt["metrics"]["final_loss"])
+    assert ckpt["metrics"]["train_throughput_windows_per_s"] > 0
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "loss.png").stat().st_size > 1000
+    # the rebuilt model is the trained one
+    frames = torch.rand(2, 4, 32, 32) * 1000
+    with torch.no_grad():
+        torch.testing.assert_close(model(frames), result.encoder(frames))
+
+
+def test_contrastive_training_learns_actions_beyond_the_untrained_encoder(
+    trainer_dataset: Path, tmp_path: Path, fast_overrides: list[str]
+) -> None:
+    """The loss falls and the head fitted on the trained embedding beats the same head on the
+    untrained encoder (same architecture, same seed)."""
+    common = [*fast_overrides, "method=ours", "optim.steps_per_epoch=15", "optim.epochs=3", "optim.lr=3e-3"]
+    trained = train(load_config("tiny", common), trainer_dataset, tmp_path / "a")
+    hist = trained.metrics["history"]
+    assert hist[-1]["loss"] < hist[0]["loss"]
+    untrained = train(load_config("tiny", [*common, "optim.lr=1e-9"]), trainer_dataset, tmp_path / "b")
+    assert trained.metrics["head_train_accuracy"] > untrained.metrics["head_train_accuracy"] + 0.05
+
+
+def test_resume_continues_to_the_same_result_as_one_run(
+    trainer_dataset: Path, tmp_path: Path, fast_overrides: list[str]
+) -> None:
+    two = load_config("tiny", [*fast_overrides, "optim.epochs=2"])
+    straight = train(two, trainer_dataset, tmp_path / "straight")
+    train(two, trainer_dataset, tmp_path / "resumed", stop_after_epoch=1)  # interrupted
+    resumed = train(two, trainer_dataset, tmp_path / "resumed", resume=True)
+    a = torch.load(straight.checkpoint, weights_only=True)["state_dict"]
+    b = torch.load(resumed.checkpoint, weights_only=True)["state_dict"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], msg=key)
+    assert [h["epoch"] for h in resumed.metrics["history"]] == [1, 2]
+
+
+def test_resume_refuses_a_missing_or_mismatched_state(
+    trainer_dataset: Path, tmp_path: Path, fast_overrides: list[str]
+) -> None:
+    cfg = load_config("tiny", fast_overrides)
+    with pytest.raises(TrainingError, match="state.pt does not exist"):
+        train(cfg, trainer_dataset, tmp_path, resume=True)
+    train(cfg, trainer_dataset, tmp_path)
+    other = load_config("tiny", [*fast_overrides, "method=simclr"])
+    with pytest.raises(TrainingError, match="'method' differs"):
+        train(other, trainer_dataset, tmp_path, resume=True)
+    (tmp_path / "state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="not a readable training state"):
+        train(cfg, trainer_dataset, tmp_path, resume=True)
+
+
+def test_bad_datasets_are_refused_before_training(tmp_path: Path, fast_overrides: list[str], write_dataset) -> None:  # type: ignore[no-untyped-def]
+    unlabelled = tmp_path / "unlabelled"
+    write_dataset(unlabelled, animals=2, trials=1, labelled=False)
+    with pytest.raises(TrainingError, match="no labelled windows"):
+        train(load_config("tiny", fast_overrides), unlabelled, tmp_path / "o1")
+    one_animal = tmp_path / "one"
+    write_dataset(one_animal, animals=1, trials=1)
+    with pytest.raises(TrainingError, match="at least 2 training animals"):
+        train(load_config("tiny", fast_overrides), one_animal, tmp_path / "o2")
+    with pytest.raises(ValueError, match="not in the dataset"):
+        train(load_config("tiny", [*fast_overrides, "data.exclude_animals=['nobody']"]), one_animal, tmp_path / "o3")
+    assert not (tmp_path / "o1" / "checkpoint.pt").exists()
+
+
+def test_held_out_animals_are_not_trained_on(trainer_dataset: Path, tmp_path: Path, fast_overrides: list[str]) -> None:
+    result = train(load_config("tiny", [*fast_overrides, "data.exclude_animals=['animal2']"]), trainer_dataset, tmp_path)
+    assert result.metrics["training_animals"] == ["animal0", "animal1"]
+
+
+def test_linear_probe_head_reproduces_its_predictions() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 5)) * np.array([1, 10, 0.1, 1, 1]) + 3.0
+    y = (x[:, 0] > 3).astype(int) + 2 * (x[:, 1] > 30)
+    y[:10] = -1  # unlabelled rows are ignored
+    probe = LinearProbe().fit(x, y, n_classes=5)
+    head = probe.head()
+    assert head["weight"].shape == (5, 5) and head["bias"].shape == (5,)
+    logits = x.astype(np.float32) @ head["weight"].T + head["bias"]
+    np.testing.assert_array_equal(logits.argmax(1), probe.predict(x))
+    assert probe.accuracy(x, y) > 0.9
+    assert probe.predict_proba(x)[:, 4].max() < 1e-6  # class 4 never seen
+    with pytest.raises(ValueError, match="no labelled rows"):
+        LinearProbe().fit(x, np.full(300, -1), n_classes=5)
+    with pytest.raises(ValueError, match="out of range"):
+        LinearProbe().fit(x, np.full(300, 7), n_classes=5)

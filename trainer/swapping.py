@@ -1,0 +1,149 @@
+"""Cross-animal swapping: replace poses (and, consistently, neural frames) by similar poses of
+another animal, so that positive pairs cross animals and identity stops helping the loss.
+
+Pose normalisation (`normalise_poses`)
+    Poses are compared after removing what differs between animals but says nothing about the
+    action:
+    1. global position: every frame is centred on its body anchor, the mean of the thorax-coxa
+       (``*_ThC``) joints, which are fixed to the thorax (the mean of all joints if the skeleton
+       has none); the legs' motion is kept relative to the body;
+    2. global scale: each animal's poses are divided by that animal's median (over its frames)
+       RMS distance of the joints from the anchor, so limb-length differences vanish but a
+       frame's own posture (legs stretched or folded) is kept;
+    3. optionally (`remove_animal_mean`) the animal's mean normalised pose is subtracted, which
+       removes a constant per-animal posture offset at the price of depending on how often the
+       animal did each action.
+    Orientation is not changed: the preparation is tethered under a fixed camera rig.
+
+Swap descriptor (`pose_descriptors`)
+    One vector per neural frame: the normalised pose segment of that frame's interval (the pose
+    frames between the previous and this neural timestamp), subsampled to a few steps so that
+    velocity, not only posture, is compared (forward and backward walking pass through the same
+    postures), then projected on the leading principal components (`dims`) of all descriptors.
+    Euclidean distances in that space approximate distances of the full segments.
+
+Sampling (`SwapIndex`)
+    The method asks, for a pose b_k of animal s, to pick an animal s_hat and then b_l from s_hat
+    with P(b_l) = exp(-||b_l - b_k|| / T) / sum_m exp(-||b_m - b_k|| / T) (T = 1 in the paper).
+    The exact sum runs over every frame of s_hat: for long recordings that is a full distance
+    matrix per batch. Approximation: the sum is restricted to the k nearest frames of s_hat,
+    found once before training (exact k-NN by blocked `torch.cdist` + `topk`). Frames beyond the
+    k-th neighbour carry weight exp(-(d_k - d_1)/T) relative to the best one, negligible when the
+    k-th neighbour is already far; `k` trades fidelity against memory (N x animals x k entries).
+    Per batch, sampling is a few vectorised gathers and one `torch.multinomial`: no search.
+    s_hat is drawn uniformly among the *other* animals (the paper draws among all animals; a
+    draw of s itself would be a wasted, same-animal swap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def body_anchor_joints(joint_names: Sequence[str]) -> list[int]:
+    """Indices of the thorax-fixed joints used as the body centre (all joints if none)."""
+    idx = [i for i, name in enumerate(joint_names) if name.endswith("_ThC")]
+    return idx or list(range(len(joint_names)))
+
+
+def animal_scale(poses: np.ndarray, anchor: Sequence[int]) -> float:
+    """Median over frames of the RMS joint distance from the body anchor: one number per animal."""
+    centred = poses - poses[..., list(anchor), :].mean(axis=-2, keepdims=True)
+    rms = np.sqrt((centred**2).sum(axis=-1).mean(axis=-1))
+    scale = float(np.median(rms))
+    if not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"cannot normalise poses: their scale is {scale} (all joints at one point?)")
+    return scale
+
+
+def normalise_poses(poses: np.ndarray, anchor: Sequence[int], scale: float,
+                    mean_pose: np.ndarray | None = None) -> np.ndarray:
+    """(..., J, 3) poses in mm -> centred on the body anchor, divided by the animal's `scale`,
+    minus `mean_pose` (J, 3) when given. See the module docstring."""
+    out = (poses - poses[..., list(anchor), :].mean(axis=-2, keepdims=True)) / scale
+    if mean_pose is not None:
+        out = out - mean_pose
+    return out.astype(np.float32)
+
+
+def pose_descriptors(segments: np.ndarray, steps: int = 3, dims: int = 32) -> np.ndarray:
+    """(N, S, J, 3) normalised pose segments -> (N, d) swap descriptors (module docstring)."""
+    n, s = segments.shape[:2]
+    pick = np.unique(np.linspace(0, s - 1, num=min(steps, s)).round().astype(int))
+    flat = torch.from_numpy(np.ascontiguousarray(segments[:, pick].reshape(n, -1), dtype=np.float32))
+    if flat.shape[1] <= dims:
+        return flat.numpy()
+    mean = flat.mean(dim=0, keepdim=True)
+    centred = flat - mean
+    # principal axes from the covariance of a subsample (eigh of a d x d matrix: fast, and
+    # bounded cost on big datasets)
+    sub = centred[torch.linspace(0, n - 1, steps=min(n, 20000)).long()].double()
+    _, vecs = torch.linalg.eigh(sub.T @ sub)
+    axes = vecs[:, -dims:].flip(1).float()  # leading components first
+    return (centred @ axes).contiguous().numpy()
+
+
+@dataclass
+class SwapIndex:
+    """Precomputed k nearest neighbours of every frame in every animal.
+
+    neighbours[i, a, j]: global index of the j-th nearest frame of animal `a` to frame i;
+    distances[i, a, j]: its descriptor distance. The slot of a frame's own animal is unused.
+    """
+
+    neighbours: Tensor  # (N, A, k) int64
+    distances: Tensor   # (N, A, k) float32
+    animal: Tensor      # (N,) int64 animal index of every frame
+    n_animals: int
+
+    @classmethod
+    def build(cls, descriptors: np.ndarray, animal: np.ndarray, k: int, block: int = 4096) -> SwapIndex:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        animal_t = torch.as_tensor(animal, dtype=torch.long)
+        n_animals = int(animal_t.max().item()) + 1 if len(animal_t) else 0
+        if n_animals < 2:
+            raise ValueError("swapping needs frames of at least 2 animals")
+        desc = torch.as_tensor(descriptors, dtype=torch.float32)
+        n = desc.shape[0]
+        members = [torch.nonzero(animal_t == a).squeeze(1) for a in range(n_animals)]
+        k_eff = min(k, min(len(m) for m in members))
+        if k_eff < 1:
+            raise ValueError("every animal needs at least one frame to swap with")
+        neighbours = torch.zeros(n, n_animals, k_eff, dtype=torch.long)
+        distances = torch.full((n, n_animals, k_eff), float("inf"))
+        for a, idx_a in enumerate(members):
+            target = desc[idx_a]
+            for start in range(0, n, block):
+                q = desc[start : start + block]
+                d, j = torch.topk(torch.cdist(q, target), k_eff, dim=1, largest=False)
+                neighbours[start : start + block, a] = idx_a[j]
+                distances[start : start + block, a] = d
+        return cls(neighbours, distances, animal_t, n_animals)
+
+    def sample(self, frames: Tensor, probability: float, gen: torch.Generator,
+               temperature: float = 1.0) -> Tensor:
+        """Swap frames of windows `frames` (B, W) (global frame indices, one animal per window).
+
+        Per window an animal s_hat != s is drawn uniformly; each frame is swapped with
+        `probability` for one of its k nearest frames in s_hat, drawn with
+        P ∝ exp(-distance / temperature). Returns the new (B, W) frame indices; neural frames and
+        poses are then both gathered from them, so the two modalities stay paired."""
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"swap probability must lie in [0, 1], got {probability}")
+        b, w = frames.shape
+        own = self.animal[frames[:, 0]]
+        draw = torch.randint(0, self.n_animals - 1, (b,), generator=gen)
+        other = draw + (draw >= own).long()  # uniform over the other animals
+        swap = torch.rand(b, w, generator=gen) < probability
+        other_bw = other.unsqueeze(1).expand(b, w)
+        dist = self.distances[frames, other_bw]  # (B, W, k)
+        weights = torch.softmax(-dist / temperature, dim=-1)
+        choice = torch.multinomial(weights.reshape(b * w, -1), 1, generator=gen).view(b, w, 1)
+        chosen = torch.gather(self.neighbours[frames, other_bw], 2, choice).squeeze(2)
+        return torch.where(swap, chosen, frames)

@@ -1,0 +1,433 @@
+"""The training loop for every method, single process or DistributedDataParallel (torchrun).
+
+Methods (all train the same `NeuralEncoder`; docs/trainer.md explains the choices):
+    ours                pose-guided symmetric InfoNCE + cross-animal swapping + augmentations
+    contrastive_noswap  the same without swapping
+    simclr              neural-only NT-Xent between two augmented views of a window
+    regression          the encoder predicts the (normalised) pose window, smooth-L1
+
+After training, the encoder is frozen, every labelled training window is embedded, and a linear
+action head is fitted with `trainer.probe.LinearProbe`; the checkpoint (docs/contracts.md) carries
+it. A resumable training state (`state.pt`) is written after every epoch.
+
+Distributed: launched by `torchrun --nproc-per-node N` (env WORLD_SIZE/RANK set), each process
+builds the frame table, draws its own shard of windows, and DDP averages gradients (gloo on CPU,
+nccl on CUDA). Contrastive negatives are those of the local batch (no cross-process gather), so
+the effective number of negatives is the per-process batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from trainer.augment.neural import NeuralAugmenter
+from trainer.augment.pose import PoseAugmenter
+from trainer.config import TrainConfig
+from trainer.data.recording import list_trials, open_trial
+from trainer.frametable import FrameTable, build_frame_table, dataset_fingerprint, select_trials
+from trainer.losses import info_nce, nt_xent, pose_regression_loss
+from trainer.models import NeuralEncoder, build_model
+from trainer.probe import LinearProbe
+from trainer.swapping import SwapIndex, pose_descriptors
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+STATE = "state.pt"
+METRICS = "metrics.json"
+LOSS_PLOT = "loss.png"
+
+
+class TrainingError(ValueError):
+    """Training cannot start or resume; the message says why."""
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    metrics: dict[str, Any]
+    encoder: NeuralEncoder | None = None  # the trained encoder (eval mode, on the training device)
+
+
+# ---------------------------------------------------------------------------------------------
+# model + loss
+
+
+class Objective(nn.Module):
+    """The encoder plus the method's heads; `forward(batch)` returns the loss (one module, so DDP
+    sees every trainable parameter in one forward)."""
+
+    def __init__(self, cfg: TrainConfig, encoder: NeuralEncoder, joints: int, pose_len: int) -> None:
+        super().__init__()
+        self.method = cfg.method
+        self.temperature = cfg.optim.temperature
+        self.encoder = encoder
+        d, p = cfg.model.embedding_dim, cfg.model.projection_dim
+        if self.method in ("ours", "contrastive_noswap"):
+            self.pose_encoder = build_model("pose_conv", joints=joints, embedding_dim=d, channels=cfg.model.pose_channels)
+            self.proj_neural = build_model("projection", embedding_dim=d, hidden=d, out_dim=p)
+            self.proj_pose = build_model("projection", embedding_dim=d, hidden=d, out_dim=p)
+        elif self.method == "simclr":
+            self.proj_neural = build_model("projection", embedding_dim=d, hidden=d, out_dim=p)
+        elif self.method == "regression":
+            self.regressor = build_model("pose_regression", embedding_dim=d, steps=pose_len, joints=joints)
+        else:  # config validation makes this unreachable; kept as a guard
+            raise TrainingError(f"unknown method {self.method!r}")
+
+    def forward(self, neural: Tensor, other: Tensor) -> Tensor:
+        """neural: pooled windows (B, W, h, w); other: pose windows (B, T, J, 3), or for simclr a
+        second augmented view of the neural windows."""
+        emb = self.encoder.forward_pooled(neural)
+        if self.method == "simclr":
+            both = self.proj_neural(torch.cat([emb, self.encoder.forward_pooled(other)]))
+            return nt_xent(both[: len(emb)], both[len(emb) :], self.temperature)
+        if self.method == "regression":
+            return pose_regression_loss(self.regressor(emb), other)
+        return info_nce(self.proj_neural(emb), self.proj_pose(self.pose_encoder(other)), self.temperature)
+
+
+class BatchMaker:
+    """Window starts -> (neural, other) tensors for the method: swap, gather, augment."""
+
+    def __init__(self, cfg: TrainConfig, table: FrameTable, encoder: NeuralEncoder,
+                 swap_index: SwapIndex | None) -> None:
+        self.cfg = cfg
+        self.table = table
+        self.swap_index = swap_index
+        factor = encoder.frame_encoder.downsample.factor
+        aug = cfg.augment
+        self.neural_aug = NeuralAugmenter(aug.neural.params(), table.frame_rate_hz, factor) if aug.enabled else None
+        self.pose_aug = PoseAugmenter(aug.pose.params()) if aug.enabled else None
+
+    def __call__(self, starts: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+        frames = self.table.window_frames(starts)
+        if self.swap_index is not None:
+            frames = self.swap_index.sample(frames, self.cfg.swap.probability, gen, self.cfg.swap.temperature)
+        neural, pose = self.table.gather(frames)
+        method = self.cfg.method
+        if method == "simclr":
+            if self.neural_aug is None:
+                return neural, neural.clone()
+            return self.neural_aug(neural, gen), self.neural_aug(neural, gen)
+        if self.neural_aug is not None:
+            neural = self.neural_aug(neural, gen)
+        if method != "regression" and self.pose_aug is not None:
+            pose = self.pose_aug(pose, gen)
+        return neural, pose
+
+
+# ---------------------------------------------------------------------------------------------
+# set-up helpers
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device: torch.device) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("device=cuda was asked for but no CUDA device is available")
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device("cuda", local % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _generator(seed: int, rank: int, epoch: int) -> torch.Generator:
+    """Per (seed, rank, epoch): runs resume at an epoch boundary with the same random stream."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + rank) * 1_000_003 + epoch) % 2**63)
+
+
+def build_encoder(cfg: TrainConfig, frame_shape: tuple[int, int]) -> NeuralEncoder:
+    m = cfg.model
+    model = build_model(
+        m.name, frame_shape=list(frame_shape), window=m.window, pooled_size=m.pooled_size,
+        downsample=m.downsample or None, normalise=m.normalise, channels=m.channels,
+        features=m.features, temporal_channels=m.temporal_channels, embedding_dim=m.embedding_dim,
+    )
+    if not isinstance(model, NeuralEncoder):
+        raise TrainingError(f"model {m.name!r} is not a NeuralEncoder")
+    return model
+
+
+def build_swap_index(cfg: TrainConfig, table: FrameTable) -> SwapIndex:
+    desc = pose_descriptors(table.pose, cfg.swap.descriptor_steps, cfg.swap.descriptor_dims)
+    return SwapIndex.build(desc, table.animal, cfg.swap.k)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 5 % of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------------------------
+# embedding + head
+
+
+@torch.no_grad()
+def embed_windows(encoder: NeuralEncoder, table: FrameTable, starts: np.ndarray,
+                  device: torch.device, batch: int = 1024) -> np.ndarray:
+    """Embeddings (M, D) of the windows starting at `starts`, frozen encoder in eval mode.
+    Each frame is encoded once, then the temporal part runs over the windows (the same
+    streaming split the daemon uses; identical to `forward` in eval mode)."""
+    encoder = encoder.eval()
+    needed = np.unique((starts[:, None] + np.arange(table.window)).ravel())
+    position = np.full(table.n_frames, -1, dtype=np.int64)
+    position[needed] = np.arange(len(needed))
+    feats = []
+    for i in range(0, len(needed), batch):
+        x = torch.from_numpy(np.ascontiguousarray(table.pooled[needed[i : i + batch]])).to(device)
+        feats.append(encoder.frame_encoder.encode_pooled(x.unsqueeze(1)))
+    all_feats = torch.cat(feats)
+    out = []
+    for i in range(0, len(starts), batch):
+        s = starts[i : i + batch]
+        idx = torch.from_numpy(position[s[:, None] + np.arange(table.window)]).to(device)
+        out.append(encoder.temporal(all_feats[idx]).cpu())
+    return torch.cat(out).numpy()
+
+
+def fit_head(encoder: NeuralEncoder, table: FrameTable, device: torch.device, c: float) -> tuple[LinearProbe, float]:
+    """Linear action head on the frozen embeddings of every labelled training window."""
+    labels = table.window_labels()
+    starts = table.starts[labels >= 0]
+    emb = embed_windows(encoder, table, starts, device)
+    y = labels[labels >= 0]
+    probe = LinearProbe(c=c).fit(emb, y, n_classes=len(table.class_names))
+    return probe, probe.accuracy(emb, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+          resume: bool = False, stop_after_epoch: int | None = None) -> TrainResult:
+    """Train `cfg.method` on the trials in `data_dir`; write `out_dir/checkpoint.pt` (contract
+    format), `state.pt` (resumable), `metrics.json` and `loss.png`. Returns the checkpoint path and
+    metrics. With `resume`, continues from `out_dir/state.pt` (same method, model and data).
+    `stop_after_epoch` ends this run early (the schedule still spans `optim.epochs`), for jobs cut
+    into time slices; a later `resume` finishes it exactly as one uninterrupted run would."""
+    out = Path(out_dir)
+    device = _device(cfg)
+    dd = _init_distributed(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _seed_all(cfg.seed)
+
+    paths = select_trials(list_trials(data_dir), cfg.data.animals, cfg.data.exclude_animals)
+    with open_trial(paths[0]) as first:
+        frame_shape = first.frame_shape
+    encoder = build_encoder(cfg, frame_shape)
+    table = build_frame_table(paths, encoder.frame_encoder, encoder.window, cfg.data.pose_steps,
+                              cfg.swap.remove_animal_mean, progress=cfg.progress and dd.main)
+    if not table.class_names or not (table.window_labels() >= 0).any():
+        raise TrainingError(f"{data_dir}: no labelled windows; the checkpoint's action head needs labels")
+    if cfg.method == "ours" and len(table.animals) < 2:
+        raise TrainingError("method 'ours' swaps across animals and needs at least 2 training animals; "
+                            "use method=contrastive_noswap for one animal")
+    fingerprint = dataset_fingerprint(paths)
+    t0 = time.perf_counter()
+    swap_index = build_swap_index(cfg, table) if cfg.method == "ours" and cfg.swap.probability > 0 else None
+    swap_build_s = time.perf_counter() - t0
+    log.info("training set", method=cfg.method, **table.summary(), swap_index_s=round(swap_build_s, 2),
+             rank=dd.rank, world=dd.world, device=str(device))
+
+    objective = Objective(cfg, encoder, len(table.joint_names), table.window * table.pose_steps).to(device)
+    make_batch = BatchMaker(cfg, table, encoder, swap_index)
+    batch = cfg.optim.batch_size
+    steps = cfg.optim.steps_per_epoch or max(1, table.n_windows // (batch * dd.world))
+    total_steps = steps * cfg.optim.epochs
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    warmup = min(steps, max(1, total_steps // 20))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total_steps, warmup))
+
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if resume:
+        start_epoch, history = _load_state(out / STATE, cfg, fingerprint, objective, optimizer, scheduler)
+    model: nn.Module = objective
+    if dd.world > 1:
+        model = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    out.mkdir(parents=True, exist_ok=True)
+
+    last_epoch = cfg.optim.epochs if stop_after_epoch is None else min(cfg.optim.epochs, stop_after_epoch)
+    for epoch in range(start_epoch, last_epoch):
+        gen = _generator(cfg.seed, dd.rank, epoch)
+        order = torch.randperm(table.n_windows, generator=_generator(cfg.seed, 0, epoch))  # same on all ranks
+        model.train()
+        losses: list[float] = []
+        n_windows = 0
+        t_epoch = time.perf_counter()
+        bar = tqdm(range(steps), desc=f"{cfg.method} epoch {epoch + 1}/{cfg.optim.epochs}", unit="step",
+                   disable=not (cfg.progress and dd.main), leave=False)
+        for step in bar:
+            pos = (step * dd.world + dd.rank) * batch
+            idx = torch.arange(pos, pos + batch) % table.n_windows  # wraps when steps exceed one pass
+            starts = torch.from_numpy(table.starts)[order[idx]]
+            neural, other = make_batch(starts, gen)
+            loss = model(neural.to(device, non_blocking=True), other.to(device, non_blocking=True))
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
+                                    f"lower optim.lr (now {cfg.optim.lr})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            n_windows += len(starts)
+            elapsed = time.perf_counter() - t_epoch
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", win_s=f"{n_windows * dd.world / elapsed:.0f}")
+        bar.close()
+        epoch_s = time.perf_counter() - t_epoch
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "epoch_s": epoch_s,
+                  "windows_per_s": n_windows * dd.world / epoch_s, "lr": scheduler.get_last_lr()[0]}
+        history.append(record)
+        log.info("epoch", method=cfg.method, **{k: round(v, 4) for k, v in record.items()})
+        if dd.main:
+            _atomic_save({"epoch": epoch + 1, "objective": objective.state_dict(),
+                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                          "config": cfg.model_dump(mode="json"), "fingerprint": fingerprint,
+                          "history": history}, out / STATE)
+
+    result = None
+    if dd.main:
+        result = _finish(cfg, table, encoder, device, history, fingerprint, out, dd, swap_build_s)
+    if dd.world > 1:
+        dist.barrier()
+    if result is None:  # other ranks: report where rank 0 wrote the checkpoint
+        result = TrainResult(out / CHECKPOINT, {"history": history})
+    result.encoder = encoder.eval()
+    return result
+
+
+def _load_state(path: Path, cfg: TrainConfig, fingerprint: str, objective: Objective,
+                optimizer: torch.optim.Optimizer, scheduler: Any) -> tuple[int, list[dict[str, float]]]:
+    if not path.is_file():
+        raise TrainingError(f"cannot resume: {path} does not exist (train without --resume first)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file; name it
+        raise TrainingError(f"cannot resume: {path} is not a readable training state ({exc})") from None
+    saved = state.get("config", {})
+    for key in ("method", "model"):
+        if saved.get(key) != cfg.model_dump(mode="json")[key]:
+            raise TrainingError(f"cannot resume {path}: its {key!r} differs from this run's "
+                                f"({saved.get(key)} vs {cfg.model_dump(mode='json')[key]})")
+    if state.get("fingerprint") != fingerprint:
+        raise TrainingError(f"cannot resume {path}: it was trained on a different dataset")
+    objective.load_state_dict(state["objective"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    log.info("resumed", path=str(path), epoch=state["epoch"])
+    return int(state["epoch"]), list(state["history"])
+
+
+def _finish(cfg: TrainConfig, table: FrameTable, encoder: NeuralEncoder, device: torch.device,
+            history: list[dict[str, float]], fingerprint: str, out: Path, dd: Dist,
+            swap_build_s: float) -> TrainResult:
+    t0 = time.perf_counter()
+    probe, head_acc = fit_head(encoder, table, device, cfg.probe_c)
+    head = probe.head()
+    metrics: dict[str, Any] = {
+        "method": cfg.method,
+        "final_loss": history[-1]["loss"] if history else float("nan"),
+        "train_throughput_windows_per_s": float(np.mean([h["windows_per_s"] for h in history])) if history else 0.0,
+        "epoch_time_s": float(np.mean([h["epoch_s"] for h in history])) if history else 0.0,
+        "epochs": len(history),
+        "head_train_accuracy": head_acc,
+        "head_fit_s": time.perf_counter() - t0,
+        "swap_index_build_s": swap_build_s,
+        "world_size": dd.world,
+        "device": str(device),
+        "dataset": table.summary(),
+        "training_animals": table.animals,
+        "history": history,
+    }
+    ckpt = {
+        "model_name": encoder.registry_name,  # type: ignore[attr-defined]
+        "model_args": encoder.model_args,
+        "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "head": {"weight": torch.from_numpy(head["weight"]), "bias": torch.from_numpy(head["bias"])},
+        "class_names": list(table.class_names),
+        "window": encoder.window,
+        "frame_shape": list(table.frame_shape),
+        "frame_dtype": table.frame_dtype,
+        "frame_rate_hz": table.frame_rate_hz,
+        "preprocessing": encoder.preprocessing(),
+        "dataset_fingerprint": fingerprint,
+        "metrics": metrics,
+        "config": cfg.model_dump(mode="json"),
+    }
+    _atomic_save(ckpt, out / CHECKPOINT)
+    tmp = out / f".{METRICS}.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, out / METRICS)
+    _plot_loss(history, cfg.method, out / LOSS_PLOT)
+    log.info("checkpoint written", path=str(out / CHECKPOINT), head_train_accuracy=round(head_acc, 4),
+             windows_per_s=round(metrics["train_throughput_windows_per_s"], 1))
+    return TrainResult(out / CHECKPOINT, metrics)
+
+
+def _plot_loss(history: list[dict[str, float]], method: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.set_title(f"{method}")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
