@@ -35,6 +35,8 @@ def test_bench_writes_the_issue_shaped_report(tiny_bundle, tmp_path: Path, capsy
         assert 0 < stats["p50_us"] <= stats["p99_us"] <= stats["p999_us"] <= stats["max_us"]
     assert set(report["onnxruntime"]["parts"]) == {"encode_frame", "decode_window"}
     assert report["onnxruntime"]["whole_window_over_streaming_p50"] > 0
+    assert report["onnxruntime"]["cpu_time"]["streaming"]["n"] == 60
+    assert report["onnxruntime"]["cpu_time"]["whole_window_over_streaming_p50"] > 0
     assert report["model"]["window"] == tiny_bundle.window
     assert report["model"]["input_shape"] == list(tiny_bundle.frame_shape)
     assert report["machine"]["cpus"] >= 1 and "gpu" in report["machine"]
