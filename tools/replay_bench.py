@@ -304,38 +304,38 @@ def replay_through(process: ManagedProcess, name: str, data: ReplayData, endpoin
                      latency_breakdown(result))
 
 
+INFERENCE_POOL_FRAMES = 512  # distinct recorded frames held in memory for the inference floor
+
+
 def measure_inference_floor(bundle_path: Path, data: ReplayData, n_frames: int, backend_name: str, threads: int,
                             progress: bool = True) -> tuple[LatencyStats, np.ndarray, dict[str, Any]]:
     """The backend alone on the same frames: per-frame streaming cost (encode + temporal head).
 
-    Runs in this process with nothing else around it: no sockets, no event loop, no threads.
+    Uses the inference benchmark's own timing loop (tools/bench_inference.py: warm-up, interleaved
+    blocks with whole-window inference, garbage collector paused inside blocks) in this process,
+    with nothing else around it: no sockets, no event loop, no threads. The first recorded frames
+    of the replay (up to INFERENCE_POOL_FRAMES, cycled) are the input.
     """
     from tqdm import tqdm
 
     from decoder.backends import create_backend
-    from decoder.streaming import StreamingDecoder
     from protocols.bundle import load_bundle
+    from tools.bench_inference import bench_backend
 
     bundle = load_bundle(bundle_path)
+    pool = np.stack([data.frame(i) for i in range(min(len(data), INFERENCE_POOL_FRAMES))])
     backend = create_backend(backend_name, bundle, threads=threads)
     try:
         backend.warm_up(50)
-        decoder = StreamingDecoder(backend, bundle.window)
-        n = min(n_frames, len(data))
-        frames = [data.frame(i) for i in range(min(n, bundle.window))]
-        for frame in frames:  # fill the window first: every timed frame runs the temporal head
-            decoder.push(frame)
-        times = np.empty(n, dtype=np.int64)
-        clock = time.perf_counter_ns
-        for i in tqdm(range(n), desc="inference floor", unit="frame", disable=not progress, mininterval=0.5):
-            frame = data.frame(i)
-            t0 = clock()
-            decoder.push(frame)
-            times[i] = clock() - t0
-        describe = dict(backend.describe())
+        with tqdm(total=4 * n_frames, desc="inference floor", unit="call", disable=not progress,
+                  mininterval=0.5) as bar:
+            result = bench_backend(backend, pool, n_frames, warmup=200, block=50, progress=bar)
     finally:
         backend.close()
-    return latency_stats_us(times), times / 1e3, describe
+    samples = result.pop("_samples_ns")
+    info = {k: v for k, v in result.items() if k != "describe"}
+    info["describe"] = result.get("describe", {})
+    return latency_stats_us(samples["streaming"]), samples["streaming"] / 1e3, info
 
 
 def find_sustained_rate(run_at: Callable[[float], tuple[bool, dict[str, Any]]], rates: Sequence[float],
@@ -646,10 +646,10 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     log.info("transport floor", **_rounded(transport.report.end_to_end))
 
     # 2. Inference floor: the backend alone on the same frames.
-    inference_stats, inference_us, backend_describe = measure_inference_floor(
+    inference_stats, inference_us, inference_info = measure_inference_floor(
         bundle_path, floor_data, len(floor_data), settings.backend, settings.threads, progress)
     log.info("inference floor", **_rounded(inference_stats))
-    details["backend_describe"] = _json_safe(backend_describe)
+    details["inference"] = _json_safe(inference_info)
 
     # 3. The daemon, then the throughput ramp on the same process.
     endpoints = loopback_endpoints()
