@@ -224,7 +224,7 @@ def open_trial(path: str | os.PathLike[str], *, in_memory: bool = False) -> Tria
     except RecordingError:
         f.close()
         raise
-    except (KeyError, OSError, TypeError, ValueError) as exc:
+    except (KeyError, OSError, RuntimeError, TypeError, ValueError) as exc:  # h5py's view of a corrupt file
         f.close()
         raise RecordingError(p, f"unreadable content ({type(exc).__name__}: {exc})") from None
 
@@ -371,18 +371,20 @@ def write_trial(
                 dtype=neural.dtype,
                 chunks=(min(CHUNK_FRAMES, t_n), h, w),
                 compression=compression,
+                fletcher32=True,  # per-chunk checksum: a corrupted chunk fails loudly on read
             )
             for start in range(0, t_n, CHUNK_FRAMES * 8):
                 block = np.asarray(neural[start : start + CHUNK_FRAMES * 8])
                 if block.dtype == np.float32 and not np.all(np.isfinite(block)):
                     raise RecordingError(p, f"neural frames contain NaN or infinite values near frame {start}")
                 ds[start : start + len(block)] = block
-            f.create_dataset("neural/times", data=neural_times)
-            f.create_dataset("pose/points3d", data=pose, chunks=(min(1024, len(pose)), *pose.shape[1:]))
-            f.create_dataset("pose/times", data=pose_times)
+            f.create_dataset("neural/times", data=neural_times, chunks=True, fletcher32=True)
+            f.create_dataset("pose/points3d", data=pose, chunks=(min(1024, len(pose)), *pose.shape[1:]),
+                             fletcher32=True)
+            f.create_dataset("pose/times", data=pose_times, chunks=True, fletcher32=True)
             f.create_dataset("pose/joint_names", data=list(joint_names), dtype=_STR)
             if labels is not None:
-                f.create_dataset("labels/actions", data=labels.astype(np.int16))
+                f.create_dataset("labels/actions", data=labels.astype(np.int16), chunks=True, fletcher32=True)
                 f.create_dataset("labels/class_names", data=list(class_names), dtype=_STR)
         os.replace(tmp, p)
     except BaseException:

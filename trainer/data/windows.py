@@ -124,7 +124,11 @@ class WindowDataset(_WindowIndex):
     def __getitem__(self, idx: int) -> dict[str, Any]:
         idx = self._check(idx)
         t, last = (int(v) for v in self.items[idx])
-        frames = self._trial(t).neural[last - self.window + 1 : last + 1]
+        first = last - self.window + 1
+        try:
+            frames = self._trial(t).neural[first : last + 1]
+        except (OSError, RuntimeError) as exc:  # e.g. a chunk whose checksum no longer matches
+            raise RecordingError(self.paths[t], f"cannot read neural frames {first}..{last} ({exc})") from None
         return self._item(idx, frames)
 
     def _trial(self, t: int) -> Trial:
