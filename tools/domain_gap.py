@@ -85,6 +85,7 @@ def load_features(paths: Sequence[str | os.PathLike[str]], target_side: int = TA
 
 
 def _fit_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, seed: int) -> float:
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -94,7 +95,7 @@ def _fit_score(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
     # ten times slower, not faster.
     with warnings.catch_warnings(), threadpool_limits(1):
         # A capped number of iterations is a deliberate speed/accuracy trade for a diagnostic.
-        warnings.simplefilter("ignore", category=Warning)
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
         model.fit(x_train, y_train)
     return float((model.predict(x_test) == y_test).mean())
 

@@ -27,6 +27,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="write into a directory that already holds trials")
 
 
+def _remove_stale_trials(out: Path, written: list[Path]) -> None:
+    """After --force: trials of an earlier, larger simulation would silently join this dataset.
+    Remove those the simulator wrote; leave (and warn about) anything else."""
+    from trainer.data.recording import RecordingError, list_trials, open_trial
+
+    for p in set(list_trials(out)) - set(written):
+        try:
+            with open_trial(p) as t:
+                simulated = t.attrs.get("source") == "simulator"
+        except RecordingError:
+            simulated = False
+        if simulated:
+            p.unlink()
+            log.warning("removed a trial of an earlier simulation", path=str(p))
+        else:
+            log.warning("the dataset directory holds a trial this simulation did not write", path=str(p))
+
+
 def run(args: argparse.Namespace) -> int:
     from tools.simulator import get_preset, simulate_dataset
 
@@ -46,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     paths = simulate_dataset(config, args.seed, out)
     log.info("simulated", preset=config.name, seed=args.seed, trials=len(paths), out=str(out),
              seconds=round(time.perf_counter() - t0, 1))
+    _remove_stale_trials(out, paths)
     if not args.no_figure:
         from tools.simulator.figure import overview_figure
 

@@ -115,7 +115,10 @@ def test_cli_writes_dataset_and_figure(tmp_path: Path) -> None:
     png = out / "overview.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert main(argv) == 2  # refuses to overwrite trials without --force
+    (out / "mine.h5").write_bytes(b"someone else's file")
+    argv[argv.index("--animals") + 1] = "1"  # a smaller run must not leave animal01 behind
     assert main([*argv, "--force", "--no-figure"]) == 0
+    assert [p.name for p in list_trials(out)] == ["animal00_trial00.h5", "mine.h5"]
 
 
 def test_cli_rejects_bad_settings(tmp_path: Path) -> None:

@@ -321,6 +321,8 @@ def write_trial(
     Returns the final path. Nothing is left behind on error.
     """
     p = Path(path)
+    if not (hasattr(neural, "shape") and hasattr(neural, "dtype")):
+        neural = np.asarray(neural)
     neural_times = np.asarray(neural_times, dtype=np.float64)
     pose = np.asarray(pose)
     if pose.dtype != np.float32:

@@ -44,6 +44,7 @@ class _WindowIndex:
         self.pose: list[np.ndarray] = []
         self.neural_labels: list[np.ndarray] = []
         self.frames: list[np.ndarray] = []
+        self.joint_names: list[str] = []
         animal_ids: list[str] = []
         trial_ids: list[str] = []
         shapes: set[tuple[int, int]] = set()
@@ -64,6 +65,8 @@ class _WindowIndex:
                 self.neural_labels.append(trial.neural_labels())
                 if in_memory:
                     self.frames.append(np.asarray(trial.neural))
+                if t_idx and trial.joint_names != self.joint_names:
+                    raise RecordingError(p, f"joint names differ from {self.paths[0].name}'s")
                 self.joint_names = trial.joint_names
                 last = np.arange(window - 1, trial.n_neural, stride)
                 items.append(np.stack([np.full(len(last), t_idx), last], axis=1))
