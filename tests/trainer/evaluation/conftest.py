@@ -22,14 +22,16 @@ def make_windows(
 ) -> WindowSet:
     """Features = action_signal * one-hot(action) + identity_signal * animal code + unit noise.
 
-    Actions come in bouts of 10 windows so blocks of windows hold a few actions each.
+    Actions come in bouts of 10 windows, every class once per 40 windows.
     """
     rng = np.random.default_rng(seed)
     animal_codes = rng.normal(size=(n_animals, dims))
     feats, labels, animals, trials = [], [], [], []
     for a in range(n_animals):
         for t in range(trials_per_animal):
-            bouts = rng.integers(0, len(CLASSES), size=windows_per_trial // 10 + 1)
+            # Bouts cycle through every class in a shuffled order, so short stretches hold all classes.
+            n_cycles = windows_per_trial // (10 * len(CLASSES)) + 1
+            bouts = np.concatenate([rng.permutation(len(CLASSES)) for _ in range(n_cycles)])
             lab = np.repeat(bouts, 10)[:windows_per_trial]
             onehot = np.zeros((windows_per_trial, dims))
             onehot[np.arange(windows_per_trial), lab] = 1.0
@@ -44,7 +46,7 @@ def make_windows(
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def windows_factory():  # type: ignore[no-untyped-def]
     """The synthetic window-set builder (test modules cannot import conftest under importlib mode)."""
     return make_windows

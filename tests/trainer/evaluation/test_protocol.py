@@ -8,11 +8,12 @@ from trainer.evaluation.windows import EvaluationError, WindowSet
 
 
 def test_separable_actions_score_100_and_identity_free_features_sit_at_chance(windows_factory) -> None:
-    ws = windows_factory(action_signal=10.0, identity_signal=0.0, windows_per_trial=600)
-    res = run_protocols(ws, fractions=(0.5, 1.0), seeds=(0, 1)).summary()
+    ws = windows_factory(action_signal=10.0, identity_signal=0.0, windows_per_trial=160)
+    res = run_protocols(ws, fractions=(0.5, 1.0), seeds=(0, 1), block=20).summary()
     for proto in ("single_animal", "multi_animal"):
-        for frac in ("0.5", "1.0"):
-            assert res["accuracy"][proto][frac]["mean"] == pytest.approx(100.0)
+        assert res["accuracy"][proto]["1.0"]["mean"] == pytest.approx(100.0)
+        # Half the blocks of one trial may miss a class entirely; nearly everything stays right.
+        assert res["accuracy"][proto]["0.5"]["mean"] > 90.0
     # 4 animals with equal windows: chance is 25 %; identity-free features must not beat it by much.
     assert res["chance"]["identity"]["1.0"]["mean"] == pytest.approx(25.0, abs=1.0)
     assert abs(res["accuracy"]["identity"]["1.0"]["mean"] - 25.0) < 8.0

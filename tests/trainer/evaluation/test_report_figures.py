@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.evaluation.figures import confusion_png, embedding_png
+from trainer.evaluation.protocol import run_protocols
+from trainer.evaluation.report import bench_json, markdown_tables, write_json_atomic
+
+
+@pytest.fixture(scope="module")
+def summaries(windows_factory):  # type: ignore[no-untyped-def]
+    make_windows = windows_factory
+    good = run_protocols(make_windows(windows_per_trial=160), seeds=(0, 1), block=20).summary()
+    noisy = run_protocols(make_windows(action_signal=0.0, identity_signal=5.0, windows_per_trial=160), seeds=(0, 1), block=20).summary()
+    return {"ours": good, "raw_linear": noisy}
+
+
+def test_bench_json_has_the_issue_shape(summaries) -> None:  # type: ignore[no-untyped-def]
+    chance = summaries["ours"]["chance"]
+    acc = {m: s["accuracy"] for m, s in summaries.items()}
+    out = bench_json({"animals": 4}, chance, acc, {"ours": 123.0, "raw_linear": None})
+    assert set(out) == {"dataset", "chance", "multi_animal", "single_animal", "identity", "spread",
+                        "train_throughput_windows_per_s"}
+    assert list(out["multi_animal"]) == ["raw_linear", "ours"]  # table order, baselines first
+    assert set(out["multi_animal"]["ours"]) == {"0.5", "1.0"}
+    assert out["multi_animal"]["ours"]["1.0"] == pytest.approx(100.0)
+    assert out["identity"]["raw_linear"]["1.0"] == pytest.approx(100.0)
+    assert out["chance"]["identity"] == pytest.approx(25.0, abs=1.0)
+    assert set(out["spread"]) == {"single_animal", "multi_animal", "identity"}
+    json.dumps(out)  # plain JSON types only
+
+
+def test_markdown_tables_show_every_method_and_bold_the_best(summaries) -> None:  # type: ignore[no-untyped-def]
+    acc = {m: s["accuracy"] for m, s in summaries.items()}
+    md = markdown_tables(acc, summaries["ours"]["chance"])
+    assert "Table 1" in md and "Table 2" in md
+    row = next(line for line in md.splitlines() if line.startswith("| Pose-guided contrastive + swapping"))
+    assert row.count("**100.0 ± 0.0**") >= 2  # single- and multi-animal at 100 % labels
+    assert "| Linear on raw frames |" in md
+    assert "Chance" in md
+
+
+def test_json_is_written_atomically(tmp_path: Path) -> None:
+    p = write_json_atomic(tmp_path / "sub" / "r.json", {"a": 1})
+    assert json.loads(p.read_text()) == {"a": 1}
+    with pytest.raises(TypeError):
+        write_json_atomic(p, {"a": object()})
+    assert json.loads(p.read_text()) == {"a": 1}  # the old file survives a failed write
+    assert [q.name for q in p.parent.iterdir()] == ["r.json"]
+
+
+def test_figures_render(tmp_path: Path, windows_factory) -> None:  # type: ignore[no-untyped-def]
+    ws = windows_factory(n_animals=3, windows_per_trial=100)
+    cm = np.array([[5, 1, 0, 0], [0, 6, 0, 0], [0, 0, 0, 0], [2, 0, 0, 3]])
+    p = confusion_png(cm, ws.class_names, tmp_path / "confusion.png")
+    q = embedding_png(ws, tmp_path / "embedding.png", method="pca", max_points=200)
+    for f in (p, q):
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 5000
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["confusion.png", "embedding.png"]

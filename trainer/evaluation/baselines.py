@@ -1,0 +1,116 @@
+"""Baselines evaluated with the same windows and the same probes as the trained encoders.
+
+- ``raw_linear``: the linear probe on raw frames. Each frame is block-averaged to a short side of
+  ``pooled_short_side`` pixels (16 -> 16 x 32 for 128 x 256 frames); a window is the mean of its
+  first half and the mean of its second half, concatenated (2 x h x w numbers): the probe sees
+  the level and the change of every pooled pixel over the window, at a size a logistic
+  regression fits in seconds.
+- ``cebra``: the external peer (pip package ``cebra``), multi-session (one session per animal,
+  its trials concatenated) and behaviour-supervised with the pose: a contrastive encoder over
+  time whose positive pairs are frames with similar pose, across animals. Input per frame: the
+  same pooled frame, log1p then z-scored per pixel within the session (standard preprocessing
+  for CEBRA on imaging data; it uses no labels). Behaviour: the pose at each neural frame,
+  centred on its joint mean and scaled by the trial's RMS joint spread (removes position and
+  limb-length scale), flattened. The embedding of window t is CEBRA's embedding at frame t.
+  Settings (`CebraSettings`) are small so it fits on a CPU in minutes; they are recorded in
+  the report.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from trainer.evaluation.embed import TrialTable, windows_from_frames
+from trainer.evaluation.windows import EvaluationError, WindowSet
+
+BASELINES = ("raw_linear", "cebra")
+
+
+def raw_linear_windows(tables: list[TrialTable], window: int) -> WindowSet:
+    """Raw pooled frames of each window (two temporal halves), for the linear probe."""
+    return windows_from_frames(tables, [t.pooled for t in tables], window, flatten_window=True)
+
+
+@dataclass(frozen=True)
+class CebraSettings:
+    """CEBRA hyper-parameters. Defaults: the paper-style 'offset10-model' kept small for CPU."""
+
+    model_architecture: str = "offset10-model"
+    output_dimension: int = 16
+    num_hidden_units: int = 32
+    max_iterations: int = 1500
+    batch_size: int = 512
+    learning_rate: float = 3e-4
+    temperature: float = 1.0
+    time_offsets: int = 10
+    conditional: str = "time_delta"   # positives: frames whose behaviour moved alike
+    device: str = "cpu"
+
+
+def normalise_pose(pose: np.ndarray) -> np.ndarray:
+    """(T, J, 3) -> (T, J*3): centred on each frame's joint mean, scaled by the trial's RMS spread."""
+    centred = pose - pose.mean(axis=1, keepdims=True)
+    scale = float(np.sqrt(np.mean(np.sum(centred**2, axis=2)))) or 1.0
+    return (centred / scale).reshape(pose.shape[0], -1).astype(np.float32)
+
+
+def _session_inputs(tables: list[TrialTable]) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    animals = sorted({t.animal for t in tables})
+    neural, behaviour = [], []
+    for animal in animals:
+        mine = [t for t in tables if t.animal == animal]
+        x = np.log1p(np.maximum(np.concatenate([t.pooled for t in mine]), 0.0))
+        x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-3)
+        neural.append(x.astype(np.float32))
+        behaviour.append(np.concatenate([normalise_pose(t.pose) for t in mine]))
+    return animals, neural, behaviour
+
+
+def cebra_windows(
+    tables: list[TrialTable], window: int, settings: CebraSettings = CebraSettings(), seed: int = 0,
+    progress: bool = True,
+) -> tuple[WindowSet, dict[str, object]]:
+    """Fit multi-session CEBRA on every animal's frames and pose; windows = per-frame embeddings.
+
+    Returns the window set and facts for the report (settings, fit seconds, samples per second).
+    """
+    import cebra
+    import torch
+
+    if len({t.animal for t in tables}) < 2:
+        raise EvaluationError("multi-session CEBRA needs >= 2 animals")
+    animals, neural, behaviour = _session_inputs(tables)
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = cebra.CEBRA(
+        model_architecture=settings.model_architecture, output_dimension=settings.output_dimension,
+        num_hidden_units=settings.num_hidden_units, max_iterations=settings.max_iterations,
+        batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+        temperature=settings.temperature, time_offsets=settings.time_offsets,
+        conditional=settings.conditional, device=settings.device, verbose=progress,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        # cebra/sklearn emit deprecation chatter about their own internals; not ours to fix.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        model.fit(neural, behaviour)
+        fit_s = time.perf_counter() - start
+        per_frame: dict[str, np.ndarray] = {}
+        for session, (animal, x) in enumerate(zip(animals, neural)):
+            emb = model.transform(x, session_id=session)
+            mine = [t for t in tables if t.animal == animal]
+            offsets = np.cumsum([0] + [t.pooled.shape[0] for t in mine])
+            for t, lo, hi in zip(mine, offsets[:-1], offsets[1:]):
+                per_frame[t.key] = np.asarray(emb[lo:hi], dtype=np.float32)
+    ws = windows_from_frames(tables, [per_frame[t.key] for t in tables], window, flatten_window=False)
+    # Each iteration draws batch_size reference samples (plus as many positives and negatives).
+    info = {
+        "settings": asdict(settings), "seed": seed, "fit_s": fit_s,
+        "train_samples_per_s": settings.max_iterations * settings.batch_size / fit_s,
+    }
+    return ws, info

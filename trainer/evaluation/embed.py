@@ -1,0 +1,184 @@
+"""Windows of a dataset as a `WindowSet`: through a trained encoder, or as pooled raw frames.
+
+A window is the ``window`` neural frames ending at frame t (t = window-1 .. T-1 of each trial);
+its label is the action at frame t (`Trial.neural_labels`). Every method is evaluated on exactly
+these windows, so their scores compare.
+
+Frames are read trial by trial in chunks, so memory is bounded by one chunk of raw frames plus
+the per-frame outputs, never a whole dataset of raw frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from trainer.data.recording import list_trials, open_trial
+from trainer.evaluation.windows import EvaluationError, WindowSet
+
+CHUNK_FRAMES = 256
+
+
+@dataclass
+class TrialTable:
+    """Per-frame data of one trial, pooled: what raw baselines and CEBRA read."""
+
+    key: str                 # "animal/trial"
+    animal: str
+    labels: np.ndarray       # (T,) int64 per neural frame, -1 unlabelled
+    pooled: np.ndarray       # (T, h*w) float32 block-averaged raw counts
+    pose: np.ndarray         # (T, J, 3) float32 pose at each neural frame's timestamp
+    class_names: tuple[str, ...]
+
+
+def trial_key(animal: str, trial: str) -> str:
+    return f"{animal}/{trial}"
+
+
+def pool_factor(frame_shape: tuple[int, int], pooled_short_side: int) -> int:
+    return max(1, min(frame_shape) // pooled_short_side)
+
+
+def block_pool(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Average-pool (T, H, W) by ``factor`` (remainder rows/cols dropped) -> (T, H//f, W//f) float32."""
+    t, h, w = frames.shape
+    hh, ww = h // factor, w // factor
+    x = np.asarray(frames[:, : hh * factor, : ww * factor], dtype=np.float32)
+    return x.reshape(t, hh, factor, ww, factor).mean(axis=(2, 4))
+
+
+def _class_names(found: list[tuple[str, ...]], paths: list[Path]) -> tuple[str, ...]:
+    names = {c for c in found if c}
+    if len(names) > 1:
+        raise EvaluationError(f"trials of {paths[0].parent} disagree on class names: {sorted(names)}")
+    if not names:
+        raise EvaluationError(f"no trial of {paths[0].parent} has action labels; the probes need labels")
+    return names.pop()
+
+
+def load_tables(data_dir: str | Path, pooled_short_side: int = 16, progress: bool = True) -> list[TrialTable]:
+    """Read every trial of ``data_dir`` once: pooled frames, labels and pose per neural frame."""
+    paths = list_trials(data_dir)
+    tables: list[TrialTable] = []
+    for path in tqdm(paths, desc="read trials", unit="trial", disable=not progress):
+        with open_trial(path) as trial:
+            factor = pool_factor(trial.frame_shape, pooled_short_side)
+            chunks = [block_pool(trial.neural[i:i + CHUNK_FRAMES], factor)
+                      for i in range(0, trial.n_neural, CHUNK_FRAMES)]
+            pooled = np.concatenate(chunks).reshape(trial.n_neural, -1)
+            tables.append(TrialTable(
+                trial_key(trial.animal_id, trial.trial_id), trial.animal_id, trial.neural_labels(),
+                pooled, trial.neural_pose(), tuple(trial.class_names),
+            ))
+    _class_names([t.class_names for t in tables], paths)
+    return tables
+
+
+def windows_from_frames(
+    tables: list[TrialTable], per_frame: list[np.ndarray], window: int, flatten_window: bool,
+) -> WindowSet:
+    """Build the window set from per-frame features of each trial.
+
+    flatten_window: False -> the feature of window t is the per-frame row t (the model already
+    saw frames t-window+1..t); True -> the window's rows, averaged in two halves and concatenated.
+    """
+    feats, labels, animals, trials = [], [], [], []
+    for table, frames in zip(tables, per_frame):
+        n = frames.shape[0] - window + 1
+        if n <= 0:
+            continue  # a trial shorter than one window gives no window
+        if flatten_window:
+            half = max(1, window // 2)
+            idx = np.arange(window - 1, frames.shape[0])
+            csum = np.concatenate([np.zeros((1, frames.shape[1]), np.float64), np.cumsum(frames, axis=0, dtype=np.float64)])
+            first = (csum[idx - window + 1 + half] - csum[idx - window + 1]) / half
+            second = (csum[idx + 1] - csum[idx - window + 1 + half]) / max(1, window - half)
+            f = np.concatenate([first, second], axis=1).astype(np.float32) if window > 1 else frames.astype(np.float32)
+        else:
+            f = frames[window - 1:]
+        feats.append(f)
+        labels.append(table.labels[window - 1:])
+        animals += [table.animal] * n
+        trials += [table.key] * n
+    if not feats:
+        raise EvaluationError(f"every trial is shorter than the window of {window} frames")
+    return WindowSet(
+        np.concatenate(feats).astype(np.float32), np.concatenate(labels).astype(np.int64),
+        np.array(animals), np.array(trials), tables[0].class_names, window,
+    )
+
+
+def _encoder_windows_of_trial(model: object, frames: object, n: int, batch: int) -> np.ndarray:
+    import torch
+
+    window = int(model.window)  # type: ignore[attr-defined]
+    feats = []
+    with torch.inference_mode():
+        for i in range(0, n, batch):
+            raw = torch.from_numpy(np.asarray(frames[i:i + batch], dtype=np.float32))
+            feats.append(model.frame_encoder(raw))  # type: ignore[attr-defined]
+        per_frame = torch.cat(feats)
+        out = []
+        # Each frame is encoded once; windows are strided views of the per-frame features.
+        windows = per_frame.unfold(0, window, 1).permute(0, 2, 1)  # (n-window+1, W, F)
+        for i in range(0, windows.shape[0], batch):
+            out.append(model.temporal(windows[i:i + batch].contiguous()))  # type: ignore[attr-defined]
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+def encoder_windows(model: object, data_dir: str | Path, batch: int = 256, progress: bool = True) -> WindowSet:
+    """Embeddings of every window of ``data_dir`` through a `NeuralEncoder` (eval mode, CPU)."""
+    model.eval()  # type: ignore[attr-defined]
+    window = int(model.window)  # type: ignore[attr-defined]
+    paths = list_trials(data_dir)
+    feats, labels, animals, trials, names = [], [], [], [], []
+    for path in tqdm(paths, desc="embed trials", unit="trial", disable=not progress):
+        with open_trial(path) as trial:
+            if tuple(trial.frame_shape) != tuple(model.frame_shape):  # type: ignore[attr-defined]
+                raise EvaluationError(
+                    f"{path}: frames are {trial.frame_shape} but the encoder expects {tuple(model.frame_shape)}"  # type: ignore[attr-defined]
+                )
+            names.append(tuple(trial.class_names))
+            if trial.n_neural < window:
+                continue
+            emb = _encoder_windows_of_trial(model, trial.neural, trial.n_neural, batch)
+            feats.append(emb)
+            labels.append(trial.neural_labels()[window - 1:])
+            animals += [trial.animal_id] * emb.shape[0]
+            trials += [trial_key(trial.animal_id, trial.trial_id)] * emb.shape[0]
+    class_names = _class_names(names, paths)
+    if not feats:
+        raise EvaluationError(f"every trial of {data_dir} is shorter than the window of {window} frames")
+    return WindowSet(
+        np.concatenate(feats), np.concatenate(labels).astype(np.int64), np.array(animals), np.array(trials),
+        class_names, window,
+    )
+
+
+def load_encoder(checkpoint: str | Path) -> tuple[object, dict]:
+    """Rebuild the neural encoder of a checkpoint (docs/contracts.md, "Checkpoint"), on CPU."""
+    import torch
+
+    from trainer.models import build_model
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise EvaluationError(f"{path}: checkpoint file does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a bad file; name the file
+        raise EvaluationError(f"{path}: not a readable checkpoint ({exc})") from exc
+    missing = [k for k in ("model_name", "model_args", "state_dict") if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise EvaluationError(f"{path}: checkpoint lacks {missing}")
+    try:
+        model = build_model(ckpt["model_name"], **ckpt["model_args"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (ValueError, RuntimeError) as exc:
+        raise EvaluationError(f"{path}: cannot rebuild the encoder: {exc}") from exc
+    model.eval()
+    return model, ckpt

@@ -1,0 +1,149 @@
+"""Reports: the JSON of one evaluation, the benchmark's `train.json`, and markdown tables.
+
+Tables follow the paper's layout: Table 1 is action recognition (single-animal and multi-animal,
+50 % and 100 % of the labels), Table 2 is identity recognition; one row per method, cells
+``mean ± spread`` in percent, spread = standard deviation over held-out animals (or folds) and
+seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from trainer.evaluation.protocol import PROTOCOLS
+
+# Row order of the tables; other method names follow in the order given.
+METHOD_ORDER = ("raw_linear", "simclr", "regression", "contrastive_noswap", "cebra", "ours")
+METHOD_TITLES = {
+    "raw_linear": "Linear on raw frames",
+    "simclr": "SimCLR (neural only)",
+    "regression": "Regression to pose",
+    "contrastive_noswap": "Pose-guided contrastive, no swapping",
+    "cebra": "CEBRA (multi-session, pose)",
+    "ours": "Pose-guided contrastive + swapping (ours)",
+}
+FRACTIONS = ("0.5", "1.0")
+
+Summary = Mapping[str, Mapping[str, Mapping[str, float]]]  # protocol -> fraction -> mean/std/n
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write JSON to a temporary name in the same folder, then rename: never a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def ordered_methods(methods: Sequence[str]) -> list[str]:
+    known = [m for m in METHOD_ORDER if m in methods]
+    return known + [m for m in methods if m not in METHOD_ORDER]
+
+
+def _cell(summary: Summary, protocol: str, fraction: str, bold: bool = False) -> str:
+    entry = summary.get(protocol, {}).get(fraction)
+    if entry is None:
+        return "–"
+    text = f"{entry['mean']:.1f} ± {entry['std']:.1f}"
+    return f"**{text}**" if bold else text
+
+
+def markdown_tables(summaries: Mapping[str, Summary], chance: Summary, title: str = "") -> str:
+    """Table 1 (actions) and Table 2 (identity) for every method, best action score in bold."""
+    methods = ordered_methods(list(summaries))
+    best: dict[tuple[str, str], float] = {}
+    for proto in ("single_animal", "multi_animal"):
+        for frac in FRACTIONS:
+            vals = [summaries[m][proto][frac]["mean"] for m in methods if frac in summaries[m].get(proto, {})]
+            if vals:
+                best[(proto, frac)] = max(vals)
+    lines = []
+    if title:
+        lines += [f"### {title}", ""]
+    lines += [
+        "**Table 1: action recognition accuracy (%) of a linear probe on frozen embeddings**",
+        "",
+        "| Method | Single-animal 50 % | Single-animal 100 % | Multi-animal 50 % | Multi-animal 100 % |",
+        "|---|---|---|---|---|",
+    ]
+    for m in methods:
+        cells = [
+            _cell(summaries[m], p, f, bold=summaries[m].get(p, {}).get(f, {}).get("mean") == best.get((p, f)))
+            for p in ("single_animal", "multi_animal") for f in FRACTIONS
+        ]
+        lines.append(f"| {METHOD_TITLES.get(m, m)} | " + " | ".join(cells) + " |")
+    lines.append("| *Chance (most frequent class)* | " + " | ".join(
+        _cell(chance, p, f) for p in ("single_animal", "multi_animal") for f in FRACTIONS) + " |")
+    lines += [
+        "",
+        "**Table 2: identity recognition accuracy (%) (lower is better: the embedding should not tell animals apart)**",
+        "",
+        "| Method | Identity 50 % | Identity 100 % |",
+        "|---|---|---|",
+    ]
+    for m in methods:
+        lines.append(f"| {METHOD_TITLES.get(m, m)} | " + " | ".join(_cell(summaries[m], "identity", f) for f in FRACTIONS) + " |")
+    lines.append("| *Chance (most frequent animal)* | " + " | ".join(_cell(chance, "identity", f) for f in FRACTIONS) + " |")
+    lines += [
+        "",
+        "Mean ± standard deviation over held-out animals (multi-animal), animals (single-animal) or "
+        "trial folds (identity), and probe seeds. 50 % = half of the training windows, kept as "
+        "contiguous blocks.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def bench_json(
+    dataset: Mapping[str, Any],
+    chance: Summary,
+    summaries: Mapping[str, Summary],
+    throughput: Mapping[str, float | None],
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`bench/train.json` in the issue's shape: accuracies in percent, spread = std, same shape."""
+    methods = ordered_methods(list(summaries))
+    out: dict[str, Any] = {
+        "dataset": dict(dataset),
+        "chance": {
+            "action": chance["multi_animal"]["1.0"]["mean"],
+            "identity": chance["identity"]["1.0"]["mean"],
+        },
+    }
+    for proto in ("multi_animal", "single_animal", "identity"):
+        out[proto] = {m: {f: summaries[m][proto][f]["mean"] for f in FRACTIONS if f in summaries[m].get(proto, {})} for m in methods}
+    out["spread"] = {
+        proto: {m: {f: summaries[m][proto][f]["std"] for f in FRACTIONS if f in summaries[m].get(proto, {})} for m in methods}
+        for proto in PROTOCOLS
+    }
+    out["train_throughput_windows_per_s"] = {m: throughput.get(m) for m in methods}
+    if extra:
+        out.update(extra)
+    return out
