@@ -106,6 +106,7 @@ class AnimalNeural:
     rise_s: float
     decay_s: float
     bleach_tau_s: float
+    drift_fraction: float
     motion_px: float
     jump_rate_hz: float
 
@@ -140,6 +141,7 @@ class AnimalNeural:
             rise_s=float(rng.uniform(0.05, 0.1)),
             decay_s=float(rng.uniform(0.5, 1.5)),
             bleach_tau_s=float(rng.uniform(400.0, 1500.0)),
+            drift_fraction=float(rng.uniform(0.02, 0.05)),
             motion_px=float(rng.uniform(0.2, 0.6)),
             jump_rate_hz=float(rng.uniform(0.01, 0.05)),
         )
@@ -194,6 +196,15 @@ def motion_trace(n: int, rate_hz: float, animal: AnimalNeural, rng: np.random.Ge
     return wobble + jumps_state
 
 
+def baseline_drift(n: int, rate_hz: float, times: np.ndarray, animal: AnimalNeural,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Multiplicative brightness per frame (n,): photobleaching times a slow wander (laser power,
+    PMT gain) of a few percent with a ~10 s correlation time."""
+    wander = _lowpass(rng.standard_normal(n), rate_hz, 10.0)
+    wander *= animal.drift_fraction / max(float(wander.std()), 1e-9)
+    return np.exp(-times / animal.bleach_tau_s) * (1.0 + wander)
+
+
 class Renderer:
     """Per-animal precomputed footprints and background for one frame shape."""
 
@@ -238,9 +249,10 @@ class Renderer:
         img = a.background_photons * (0.25 + tissue + 0.5 * pattern)
         return img.reshape(u.shape)
 
-    def render(self, dff: np.ndarray, times: np.ndarray, motion: np.ndarray, rng: np.random.Generator,
+    def render(self, dff: np.ndarray, brightness: np.ndarray, motion: np.ndarray, rng: np.random.Generator,
                block: int = 64) -> Iterator[np.ndarray]:
-        """uint16 frames (block x H x W) for dF/F (T_n x N) at `times` with rigid `motion` (T_n x 2 px)."""
+        """uint16 frames (block x H x W) for dF/F (T_n x N), per-frame `brightness` (T_n, bleaching
+        and drift) and rigid `motion` (T_n x 2 px)."""
         a = self.animal
         h, w = self.frame_shape
         amplitude = a.neurons.amplitude.astype(np.float32)
@@ -251,7 +263,7 @@ class Renderer:
             act = 1.0 + dff[start:stop].astype(np.float32) * amplitude
             photons = act @ self.footprints
             photons += self.background
-            photons *= np.exp(-times[start:stop] / a.bleach_tau_s).astype(np.float32)[:, None]
+            photons *= brightness[start:stop].astype(np.float32)[:, None]
             photons = shift_frames(photons.reshape(-1, h, w), motion[start:stop])
             np.maximum(photons, 0.0, out=photons)
             # Shot noise (Gaussian approximation of Poisson: photon counts here are >> 1) and

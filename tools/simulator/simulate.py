@@ -15,7 +15,16 @@ from tqdm import tqdm
 from trainer.data.recording import write_trial
 from trainer.data.schema import ACTION_NAMES, JOINT_NAMES
 from tools.simulator.behaviour import BehaviourParams, simulate_actions
-from tools.simulator.neural import AnimalNeural, NeuronSet, Renderer, calcium_dff, motion_trace, neural_activity, sample_at
+from tools.simulator.neural import (
+    AnimalNeural,
+    NeuronSet,
+    Renderer,
+    baseline_drift,
+    calcium_dff,
+    motion_trace,
+    neural_activity,
+    sample_at,
+)
 from tools.simulator.pose import PoseParams, add_tracking_noise, kinematic_features, simulate_pose
 from tools.simulator.presets import SimulationConfig
 
@@ -100,8 +109,10 @@ def simulate_trial(config: SimulationConfig, animal: Animal, trial_index: int, s
     rng = trial_rng(seed, animal, trial_index)
     sig = simulate_signals(config, animal, rng)
     renderer = renderer or Renderer(animal.neural, config.frame_shape)
-    motion = motion_trace(len(sig.neural_times), config.neural_rate_hz, animal.neural, rng)
-    frames = np.concatenate(list(renderer.render(sig.dff, sig.neural_times, motion, rng)))
+    n = len(sig.neural_times)
+    motion = motion_trace(n, config.neural_rate_hz, animal.neural, rng)
+    brightness = baseline_drift(n, config.neural_rate_hz, sig.neural_times, animal.neural, rng)
+    frames = np.concatenate(list(renderer.render(sig.dff, brightness, motion, rng)))
     return TrialData(
         animal_id=animal.animal_id,
         trial_id=f"trial{trial_index:02d}",
