@@ -18,60 +18,28 @@ that is the chance level reported beside the accuracies.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from trainer.evaluation.windows import EvaluationError, WindowSet
+from trainer.probe import LinearProbe
 
 PROTOCOLS = ("single_animal", "multi_animal", "identity")
 DEFAULT_FRACTIONS = (0.5, 1.0)
 
 
-class Probe:
-    """Standardise, then multinomial logistic regression: the linear probe on frozen features."""
-
-    def __init__(self, c: float = 1.0, max_iter: int = 500) -> None:
-        self.c = c
-        self.max_iter = max_iter
-
-    def fit(self, x: np.ndarray, y: np.ndarray) -> Probe:
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.preprocessing import StandardScaler
-
-        self.classes_ = np.unique(y)
-        self.scaler_ = StandardScaler().fit(x)
-        if self.classes_.size == 1:  # one class seen: nothing to learn, always that class
-            self.model_ = None
-            return self
-        with warnings.catch_warnings():
-            # Stopping at max_iter still gives a usable probe; the cap bounds evaluation time.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            self.model_ = LogisticRegression(C=self.c, max_iter=self.max_iter).fit(self.scaler_.transform(x), y)
-        return self
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        if self.model_ is None:
-            return np.full(x.shape[0], self.classes_[0])
-        return self.model_.predict(self.scaler_.transform(x))
-
-
 class MajorityProbe:
     """Predicts the most frequent training class whatever the input: the chance level."""
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> MajorityProbe:
+    def fit(self, x: np.ndarray, y: np.ndarray, n_classes: int = 0) -> MajorityProbe:
         values, counts = np.unique(y, return_counts=True)
         self.value_ = values[np.argmax(counts)]
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.full(x.shape[0], self.value_)
-
-
-ProbeFactory = Callable[[], "Probe | MajorityProbe"]
 
 
 @dataclass
@@ -203,10 +171,14 @@ def run_protocols(
     seeds: Sequence[int] = (0, 1),
     protocols: Sequence[str] = PROTOCOLS,
     block: int = 32,
-    probe_factory: ProbeFactory = Probe,
+    probe_c: float = 1.0,
+    probe_max_iter: int = 300,
     progress: Callable[[str], None] | None = None,
 ) -> ProtocolResult:
     """Run every protocol x fraction x seed with the linear probe and with the chance predictor.
+
+    The probe is `trainer.probe.LinearProbe` (the same one that fits checkpoints' action heads),
+    with inverse L2 strength ``probe_c``.
 
     A fraction of 1.0 uses every training window, so the probe is the same for every seed and
     runs once (its score is repeated per seed only through the aggregation of held-out units).
@@ -237,7 +209,8 @@ def run_protocols(
                     for train, test in folds:
                         train = block_subsample(ws, train, fraction, block, rng)
                         x_tr, y_tr = ws.features[train], targets[train]
-                        preds.append(probe_factory().fit(x_tr, y_tr).predict(ws.features[test]))
+                        probe = LinearProbe(c=probe_c, max_iter=probe_max_iter).fit(x_tr, y_tr, n_targets)
+                        preds.append(probe.predict(ws.features[test]))
                         chance_preds.append(MajorityProbe().fit(x_tr, y_tr).predict(ws.features[test]))
                         trues.append(targets[test])
                         n_train += train.size
