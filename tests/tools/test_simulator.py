@@ -140,3 +140,14 @@ def test_shift_frames_matches_scipy() -> None:
     inner = (slice(None), slice(8, -8), slice(8, -8))  # edge handling differs only within the shift
     np.testing.assert_allclose(got[inner], want[inner], atol=1e-5)
 
+
+
+def test_ou_noise_is_stationary_from_the_first_sample() -> None:
+    from tools.simulator.neural import ou_noise
+
+    x = ou_noise(400, 100.0, 0.5, np.random.default_rng(0), width=2000)
+    assert np.std(x[0]) == pytest.approx(1.0, abs=0.06)  # no start-up burst
+    assert np.std(x[-1]) == pytest.approx(1.0, abs=0.06)
+    lag = int(0.5 * 100)
+    corr = np.mean(x[100] * x[100 + lag])
+    assert corr == pytest.approx(np.exp(-1.0), abs=0.06)  # correlation time 0.5 s

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.signal import lfilter
 
 from tools.simulator.behaviour import N_ACTIONS
 from tools.simulator.pose import KINEMATIC_FEATURES, _lowpass
@@ -153,14 +154,25 @@ def _transform(points: np.ndarray, theta: float, scale: float, shift: np.ndarray
     return scale * points @ rot.T + shift
 
 
+def ou_noise(n: int, rate_hz: float, tau_s: float, rng: np.random.Generator, width: int = 1) -> np.ndarray:
+    """Stationary Ornstein-Uhlenbeck noise, unit variance, correlation time `tau_s` (n x width).
+
+    Starts from a draw of the stationary distribution, so trials have no start-up burst.
+    """
+    a = np.exp(-1.0 / (tau_s * rate_hz))
+    eps = rng.standard_normal((n, width))
+    y0 = rng.standard_normal(width)
+    y, _ = lfilter([np.sqrt(1.0 - a * a)], [1.0, -a], eps, axis=0, zi=(a * y0)[None, :])
+    return y
+
+
 def neural_activity(neurons: NeuronSet, labels: np.ndarray, kin: np.ndarray, rate_hz: float,
                     rng: np.random.Generator) -> np.ndarray:
     """Underlying firing drive per pose frame (T_b x N), >= 0: actions + kinematics + private noise."""
     onehot = np.eye(N_ACTIONS)[labels]
     onehot = _lowpass(onehot, rate_hz, 0.15)  # neurons ramp into a bout rather than switching
     # Private fluctuations: Ornstein-Uhlenbeck with ~0.5 s correlation time.
-    white = rng.standard_normal((len(labels), len(neurons)))
-    ou = _lowpass(white, rate_hz, 0.5) * np.sqrt(2 * 0.5 * rate_hz)
+    ou = ou_noise(len(labels), rate_hz, 0.5, rng, len(neurons))
     z = neurons.bias + onehot @ neurons.action_weights.T + kin @ neurons.kin_weights.T + ou * neurons.noise_weight
     return np.logaddexp(0.0, z)  # softplus
 
@@ -181,8 +193,7 @@ def sample_at(values: np.ndarray, rate_hz: float, times: np.ndarray) -> np.ndarr
 
 def motion_trace(n: int, rate_hz: float, animal: AnimalNeural, rng: np.random.Generator) -> np.ndarray:
     """Rigid translation per frame (n x 2 px): slow wobble plus occasional jumps that relax back."""
-    wobble = _lowpass(rng.standard_normal((n, 2)), rate_hz, 0.4)
-    wobble *= animal.motion_px / max(wobble.std(), 1e-9)
+    wobble = animal.motion_px * ou_noise(n, rate_hz, 0.4, rng, 2)
     kicks = np.zeros((n, 2))
     jumps = rng.random(n) < animal.jump_rate_hz / rate_hz
     kicks[jumps] = rng.normal(0, 2.0, (int(jumps.sum()), 2))
@@ -200,8 +211,7 @@ def baseline_drift(n: int, rate_hz: float, times: np.ndarray, animal: AnimalNeur
                    rng: np.random.Generator) -> np.ndarray:
     """Multiplicative brightness per frame (n,): photobleaching times a slow wander (laser power,
     PMT gain) of a few percent with a ~10 s correlation time."""
-    wander = _lowpass(rng.standard_normal(n), rate_hz, 10.0)
-    wander *= animal.drift_fraction / max(float(wander.std()), 1e-9)
+    wander = animal.drift_fraction * ou_noise(n, rate_hz, 10.0, rng)[:, 0]
     return np.exp(-times / animal.bleach_tau_s) * (1.0 + wander)
 
 
