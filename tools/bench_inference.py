@@ -92,8 +92,6 @@ def _machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    if hasattr(os, "getloadavg"):
-        info["load_average_1m_at_start"] = round(os.getloadavg()[0], 2)
     return info
 
 
@@ -184,6 +182,31 @@ def bench_backend(backend: Any, frames: np.ndarray, n_frames: int, warmup: int, 
     return result
 
 
+def parity(backends: dict[str, Any], frames: np.ndarray, windows: int = 50) -> dict[str, dict[str, float]]:
+    """Max abs differences of every backend against the PyTorch reference backend on the same
+    raw frames (streaming features, whole-window embedding and probabilities)."""
+    reference = backends.get("torch")
+    if reference is None:
+        return {}
+    w = reference.bundle.window
+    doubled = np.concatenate([frames, frames])
+    out: dict[str, dict[str, float]] = {}
+    for name, backend in backends.items():
+        if name == "torch":
+            continue
+        worst = {"features": 0.0, "embedding": 0.0, "probabilities": 0.0}
+        for i in range(windows):
+            window = doubled[i % len(frames) : i % len(frames) + w]
+            got = [a.copy() for a in backend.infer_whole_window(window)]
+            ref = reference.infer_whole_window(window)
+            worst["embedding"] = max(worst["embedding"], float(np.abs(got[0] - ref[0]).max()))
+            worst["probabilities"] = max(worst["probabilities"], float(np.abs(got[1] - ref[1]).max()))
+            got_features = backend.encode_frame(window[-1]).copy()
+            worst["features"] = max(worst["features"], float(np.abs(got_features - reference.encode_frame(window[-1])).max()))
+        out[name] = {k: float(f"{v:.3g}") for k, v in worst.items()}
+    return out
+
+
 def _plot(results: dict[str, Any], path: Path, title: str) -> None:
     import matplotlib
 
@@ -231,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
     from decoder.backends.base import synthetic_frames
     from protocols.bundle import BundleError, load_bundle
 
+    load_at_start = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     if args.frames < 1 or args.warmup < 0 or args.block < 1:
         log.error("bad arguments", frames=args.frames, warmup=args.warmup, block=args.block)
         return 2
@@ -248,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
         skipped = {}
 
     workdir = Path(tempfile.mkdtemp(prefix="actionloop-bench-"))
+    loaded: dict[str, Any] = {}
     try:
         if args.bundle is None:
             log.info(
@@ -267,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         frames = synthetic_frames(bundle, 64, seed=0)
         results: dict[str, Any] = {}
+        parities: dict[str, dict[str, float]] = {}
         total = len(names) * len(MODES) * args.frames
         with tqdm(total=total, desc="bench", unit="frame", disable=args.no_progress) as progress:
             for name in names:
@@ -277,11 +303,12 @@ def run(args: argparse.Namespace) -> int:
                     skipped[name] = str(exc)
                     progress.update(len(MODES) * args.frames)
                     continue
-                try:
-                    results[name] = bench_backend(backend, frames, args.frames, args.warmup, args.block, progress)
-                finally:
-                    backend.close()
+                loaded[name] = backend
+                results[name] = bench_backend(backend, frames, args.frames, args.warmup, args.block, progress)
+            parities = parity(loaded, frames)
     finally:
+        for backend in loaded.values():
+            backend.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
     if not results:
@@ -303,8 +330,11 @@ def run(args: argparse.Namespace) -> int:
         "bundle": str(args.bundle) if args.bundle else None,
         "note": default_note,
     }
+    for name, diffs in parities.items():
+        report[name]["max_abs_diff_vs_torch"] = diffs
     report["machine"] = _machine()
-    if hasattr(os, "getloadavg"):  # a shared machine inflates tails: say how busy it was
+    if load_at_start is not None:  # a shared machine inflates tails: say how busy it was
+        report["machine"]["load_average_1m_at_start"] = load_at_start
         report["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
     report["method"] = {
         "timed_frames_per_mode": args.frames,
@@ -327,6 +357,8 @@ def run(args: argparse.Namespace) -> int:
     )
     _plot(results, png, title)
     print(_table(results))
+    for name, diffs in parities.items():
+        print(f"parity {name} vs torch (max abs diff): " + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items()))
     if default_note:
         print(f"note: {default_note}")
     for name, why in skipped.items():

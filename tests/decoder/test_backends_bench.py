@@ -24,7 +24,7 @@ def test_percentiles_in_microseconds() -> None:
 def test_bench_writes_the_issue_shaped_report(tiny_bundle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench" / "inference.json"
     rc = cli_main([
-        "bench", "--bundle", str(tiny_bundle.path), "--out", str(out), "--backends", "onnxruntime",
+        "bench", "--bundle", str(tiny_bundle.path), "--out", str(out), "--backends", "onnxruntime,torch",
         "--frames", "60", "--warmup", "5", "--block", "25", "--no-progress",
     ])
     assert rc == 0
@@ -37,12 +37,16 @@ def test_bench_writes_the_issue_shaped_report(tiny_bundle, tmp_path: Path, capsy
     assert report["onnxruntime"]["whole_window_over_streaming_p50"] > 0
     assert report["onnxruntime"]["cpu_time"]["streaming"]["n"] == 60
     assert report["onnxruntime"]["cpu_time"]["whole_window_over_streaming_p50"] > 0
+    assert set(report["onnxruntime"]["max_abs_diff_vs_torch"]) == {"features", "embedding", "probabilities"}
+    assert max(report["onnxruntime"]["max_abs_diff_vs_torch"].values()) <= 1e-4
+    assert report["torch"]["streaming"]["n"] == 60
     assert report["model"]["window"] == tiny_bundle.window
     assert report["model"]["input_shape"] == list(tiny_bundle.frame_shape)
     assert report["machine"]["cpus"] >= 1 and "gpu" in report["machine"]
     assert (out.with_suffix(".png")).stat().st_size > 0
     table = capsys.readouterr().out
     assert "onnxruntime  streaming" in table and "whole/stream" in table
+    assert "parity onnxruntime vs torch" in table
 
 
 def test_bench_refuses_unknown_backends_and_bad_bundles(tmp_path: Path) -> None:
