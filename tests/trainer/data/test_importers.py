@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tools.cli import main
 from trainer.data.importers import import_numpy, import_tiff_deepfly3d, read_deepfly3d_pose, read_labels_csv
@@ -226,3 +228,16 @@ def test_bad_numpy_inputs(tmp_path: Path) -> None:
     assert main(["import", "numpy", "--npz", str(tmp_path / "nopose.npz"), "--neural-rate", "16",
                  "--pose-rate", "100", "--animal", "a", "--trial", "t", "--out", str(tmp_path / "x.h5")]) == 1
     assert not (tmp_path / "x.h5").exists()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=st.sampled_from(list("frame,stop,labelstart0123456789-\n resting_abc\"")), max_size=120))
+def test_labels_csv_fuzz(tmp_path: Path, text: str) -> None:
+    """Any text: valid labels or a RecordingError, nothing else."""
+    p = tmp_path / "fuzz.csv"
+    p.write_text(text)
+    try:
+        labels = read_labels_csv(p, 20)
+    except RecordingError:
+        return
+    assert labels.shape == (20,) and labels.min() >= -1 and labels.max() < len(ACTION_NAMES)
