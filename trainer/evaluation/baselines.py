@@ -42,13 +42,14 @@ class CebraSettings:
     model_architecture: str = "offset10-model"
     output_dimension: int = 16
     num_hidden_units: int = 32
-    max_iterations: int = 1500
-    batch_size: int = 512
+    max_iterations: int = 600
+    batch_size: int = 128             # per session (animal)
     learning_rate: float = 3e-4
     temperature: float = 1.0
     time_offsets: int = 10
     conditional: str = "time_delta"   # positives: frames whose behaviour moved alike
     device: str = "cpu"
+    threads: int = 1                  # torch CPU threads while fitting (see cebra_windows)
 
 
 def normalise_pose(pose: np.ndarray) -> np.ndarray:
@@ -94,19 +95,26 @@ def cebra_windows(
         conditional=settings.conditional, device=settings.device, verbose=progress,
     )
     start = time.perf_counter()
-    with warnings.catch_warnings():
-        # cebra/sklearn emit deprecation chatter about their own internals; not ours to fix.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        model.fit(neural, behaviour)
-        fit_s = time.perf_counter() - start
-        per_frame: dict[str, np.ndarray] = {}
-        for session, (animal, x) in enumerate(zip(animals, neural)):
-            emb = model.transform(x, session_id=session)
-            mine = [t for t in tables if t.animal == animal]
-            offsets = np.cumsum([0] + [t.pooled.shape[0] for t in mine])
-            for t, lo, hi in zip(mine, offsets[:-1], offsets[1:]):
-                per_frame[t.key] = np.asarray(emb[lo:hi], dtype=np.float32)
+    threads_before = torch.get_num_threads()
+    # CEBRA's small 1-D convolutions ran several times faster on one thread than on two on a
+    # shared 2-core machine (OpenMP threads spinning against other processes).
+    torch.set_num_threads(settings.threads)
+    try:
+        with warnings.catch_warnings():
+            # cebra/sklearn emit deprecation chatter about their own internals; not ours to fix.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            model.fit(neural, behaviour)
+            fit_s = time.perf_counter() - start
+            per_frame: dict[str, np.ndarray] = {}
+            for session, (animal, x) in enumerate(zip(animals, neural)):
+                emb = model.transform(x, session_id=session)
+                mine = [t for t in tables if t.animal == animal]
+                offsets = np.cumsum([0] + [t.pooled.shape[0] for t in mine])
+                for t, lo, hi in zip(mine, offsets[:-1], offsets[1:]):
+                    per_frame[t.key] = np.asarray(emb[lo:hi], dtype=np.float32)
+    finally:
+        torch.set_num_threads(threads_before)
     ws = windows_from_frames(tables, [per_frame[t.key] for t in tables], window, flatten_window=False)
     # Each iteration draws batch_size reference samples (plus as many positives and negatives).
     info = {
