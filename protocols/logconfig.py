@@ -11,6 +11,11 @@ import structlog
 LogFormat = Literal["auto", "json", "console"]
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    # Look sys.stderr up per logger, not once: test runners and daemonisers replace it.
+    return structlog.PrintLogger(file=sys.stderr)
+
+
 def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
     """Route structlog (and stdlib logging) to stderr as JSON lines or human-readable text."""
     numeric = logging.getLevelName(level.upper())
@@ -30,7 +35,7 @@ def configure_logging(level: str = "info", fmt: LogFormat = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=numeric, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
