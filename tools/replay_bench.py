@@ -96,6 +96,7 @@ class BenchSettings:
     ramp_max_fps: float = 2000.0
     ramp_refine: int = 2
     naive: bool = True
+    realtime_priority: int | None = None  # SCHED_FIFO priority for every measured process
     progress: bool = True
     command: str = ""
 
@@ -152,13 +153,19 @@ def _key(*parts: Any) -> str:
 class ManagedProcess:
     """A child process with its output in a log file; stopped with SIGTERM, killed if it hangs."""
 
-    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, name: str, argv: Sequence[str], env: Mapping[str, str], log_path: Path,
+                 realtime_priority: int | None = None) -> None:
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_file = log_path.open("w")
+        preexec = None
+        if realtime_priority is not None:
+            param = os.sched_param(realtime_priority)
+            preexec = lambda: os.sched_setscheduler(0, os.SCHED_FIFO, param)  # noqa: E731  (inherited by its threads)
         self.proc = subprocess.Popen(
             list(argv), cwd=REPO_ROOT, env=dict(env), stdout=self._log_file, stderr=subprocess.STDOUT,
+            preexec_fn=preexec,
         )
         self.returncode: int | None = None
 
@@ -200,10 +207,10 @@ def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def start_echo(endpoints: Mapping[str, str], log_path: Path) -> ManagedProcess:
+def start_echo(endpoints: Mapping[str, str], log_path: Path, realtime_priority: int | None = None) -> ManagedProcess:
     argv = [sys.executable, "-m", "tools.echo_floor", "--frames-endpoint", endpoints["frames"],
             "--actions-endpoint", endpoints["actions"]]
-    return ManagedProcess("echo", argv, _child_env({}), log_path)
+    return ManagedProcess("echo", argv, _child_env({}), log_path, realtime_priority)
 
 
 def daemon_env(bundle: Path, endpoints: Mapping[str, str], backend: str, mode: str, threads: int,
@@ -224,10 +231,19 @@ def daemon_env(bundle: Path, endpoints: Mapping[str, str], backend: str, mode: s
 
 
 def start_daemon(bundle: Path, endpoints: Mapping[str, str], backend: str, mode: str, threads: int,
-                 run_dir: Path) -> ManagedProcess:
+                 run_dir: Path, realtime_priority: int | None = None) -> ManagedProcess:
     env = _child_env(daemon_env(bundle, endpoints, backend, mode, threads, run_dir / "decisions.msgpack"))
     return ManagedProcess(f"daemon ({backend}, {mode})", [sys.executable, "-m", "decoder"], env,
-                          run_dir / "daemon.log")
+                          run_dir / "daemon.log", realtime_priority)
+
+
+def use_realtime_scheduling(priority: int) -> None:
+    """SCHED_FIFO for this process's current thread; threads started later inherit it."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError) as exc:
+        raise BenchError(f"cannot use real-time priority {priority} (SCHED_FIFO): {exc}; run as a user with "
+                         "CAP_SYS_NICE or an RLIMIT_RTPRIO >= the priority, or leave --realtime out") from None
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -271,7 +287,8 @@ def _status_when_ready(process: ManagedProcess, control_endpoint: str, timeout_s
 
 def replay_through(process: ManagedProcess, name: str, data: ReplayData, endpoints: Mapping[str, str],
                    rate: RateSpec, *, start_seq: int = 0, progress: bool = True,
-                   connect_timeout_s: float = 120.0, control: bool = False) -> RunResult:
+                   connect_timeout_s: float = 120.0, control: bool = False,
+                   save_to: Path | None = None) -> RunResult:
     """Replay `data` into a running process; its death at any point is an error with its log.
 
     With `control` (a daemon), the frames it skipped are taken from its own counters before and
@@ -296,6 +313,10 @@ def replay_through(process: ManagedProcess, name: str, data: ReplayData, endpoin
         counters = {k: int(after["counters"][k]) - int(before["counters"].get(k, 0)) for k in after["counters"]}
         result = dataclasses.replace(result, daemon_skipped=counters.get("frames_skipped", 0))
     report = build_report(result)
+    if save_to is not None:  # the raw per-frame stamps, for looking into any outlier afterwards
+        save_to.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(save_to, **{f.name: getattr(result, f.name) for f in dataclasses.fields(result)
+                                        if isinstance(getattr(result, f.name), np.ndarray)})
     span_s = (int(result.sent_ns[-1]) - int(result.sent_ns[0])) / 1e9 if len(result.sent_ns) > 1 else 0.0
     achieved = (len(result.sent_ns) - 1) / span_s if span_s > 0 else math.inf
     late = result.pacing_late_ns
@@ -561,7 +582,7 @@ def format_markdown(result: Mapping[str, Any], details: Mapping[str, Any]) -> st
     lines = [
         f"Latency, ms ({details['settings']['frames']} frames of {details['frame']} at "
         f"{details['settings']['rate_fps']:g} frames/s over TCP loopback; backend {result['backend']}; "
-        f"{m.get('cpus')} CPUs ({m.get('cpu_model', '')})):",
+        f"{m.get('cpus')} CPUs ({m.get('cpu_model', '')}); scheduling {m.get('scheduling', 'default')}):",
         "",
         "| path | p50 | p90 | p99 | p99.9 | max |",
         "|---|---:|---:|---:|---:|---:|",
@@ -641,8 +662,12 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
 
     # 1. Transport floor: the same frames through a bare echo.
     endpoints = loopback_endpoints()
-    with start_echo(endpoints, runs_dir / "echo.log") as echo:
-        transport = replay_through(echo, "echo", floor_data, endpoints, rate, progress=progress)
+    rt = settings.realtime_priority
+    if rt is not None:  # after the inputs are ready: simulation and training stay at normal priority
+        use_realtime_scheduling(rt)
+    with start_echo(endpoints, runs_dir / "echo.log", rt) as echo:
+        transport = replay_through(echo, "echo", floor_data, endpoints, rate, progress=progress,
+                                   save_to=runs_dir / "echo.npz")
     log.info("transport floor", **_rounded(transport.report.end_to_end))
 
     # 2. Inference floor: the backend alone on the same frames.
@@ -656,8 +681,9 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     ramp_steps: list[dict[str, Any]] = []
     sustained: float | None = None
     with start_daemon(bundle_path, endpoints, settings.backend, "streaming", settings.threads,
-                      runs_dir / "daemon") as daemon:
-        main = replay_through(daemon, "daemon", main_data, endpoints, rate, progress=progress, control=True)
+                      runs_dir / "daemon", rt) as daemon:
+        main = replay_through(daemon, "daemon", main_data, endpoints, rate, progress=progress, control=True,
+                              save_to=runs_dir / "daemon.npz")
         _check_daemon_runs(main, settings.backend, "streaming")
         log.info("daemon", **_rounded(main.report.end_to_end), skipped=main.report.frames.skipped)
         if settings.ramp:
@@ -672,7 +698,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
                 kept_pace = step.achieved_fps >= 0.95 * fps
                 ok = f.skipped == 0 and f.lost == 0 and kept_pace
                 record = {"frames": f.as_dict(), "achieved_fps": round(step.achieved_fps, 1),
-                          "publisher_kept_pace": kept_pace,
+                          "publisher_kept_pace": kept_pace, "publisher_late_p99_us": step.pacing_late_p99_us,
                           "end_to_end_p99_us": step.report.end_to_end["p99_us"],
                           "daemon_p99_us": step.report.daemon["p99_us"]}
                 log.info("ramp step", rate_fps=fps, ok=ok, skipped=f.skipped, lost=f.lost,
@@ -694,9 +720,9 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     if settings.naive:
         endpoints = loopback_endpoints()
         with start_daemon(bundle_path, endpoints, "torch", "whole_window", settings.threads,
-                          runs_dir / "naive") as naive_daemon:
+                          runs_dir / "naive", rt) as naive_daemon:
             naive = replay_through(naive_daemon, "naive", main_data.limited(settings.naive_frames), endpoints,
-                                   rate, progress=progress, control=True)
+                                   rate, progress=progress, control=True, save_to=runs_dir / "naive.npz")
             _check_daemon_runs(naive, "torch", "whole_window")
         naive_stats, naive_us = naive.report.end_to_end, naive.report.end_to_end_us
         log.info("naive baseline", **_rounded(naive_stats), skipped=naive.report.frames.skipped)
@@ -706,6 +732,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     machine = machine_info()
     details["load_after"] = load_average()
     # The load average tells a reader whether other work shared the CPUs during the run.
+    machine["scheduling"] = "SCHED_OTHER (default)" if rt is None else f"SCHED_FIFO priority {rt}"
     machine["load_average_before"] = load_before
     machine["load_average_after"] = details["load_after"]
     result = assemble_result(daemon=main.report, transport=transport.report.end_to_end, inference=inference_stats,
@@ -784,6 +811,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ramp-max-fps", type=float, default=d.ramp_max_fps, help="highest rate the ramp tries")
     parser.add_argument("--no-ramp", action="store_true", help="skip the throughput ramp")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    parser.add_argument("--realtime", type=int, default=None, metavar="PRIORITY",
+                        help="run the daemon, the echo and the replay with SCHED_FIFO at this priority (1-99), "
+                             "as deploy/ suggests for a tuned rig; needs CAP_SYS_NICE")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -795,6 +825,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         raise ValueError("--floor-frames must be >= 1")
     if not args.rate > 0 or not args.ramp_max_fps > 0 or not args.ramp_step_seconds > 0:
         raise ValueError("--rate, --ramp-max-fps and --ramp-step-seconds must be > 0")
+    if args.realtime is not None and not 1 <= args.realtime <= 99:
+        raise ValueError("--realtime must be a priority between 1 and 99")
     for name in ("data", "bundle"):
         path = getattr(args, name)
         if path is not None and not path.exists():
@@ -804,6 +836,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         floor_frames=args.floor_frames, naive_frames=args.naive_frames, rate_fps=args.rate, backend=args.backend,
         threads=args.threads, seed=args.seed, train_steps=args.train_steps, ramp=not args.no_ramp,
         ramp_step_s=args.ramp_step_seconds, ramp_max_fps=args.ramp_max_fps, naive=not args.no_naive,
+        realtime_priority=args.realtime,
         progress=not args.no_progress, command=_command_line(),
     )
 

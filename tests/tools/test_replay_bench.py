@@ -147,7 +147,7 @@ def test_cli_refuses_bad_arguments_before_doing_any_work(tmp_path: Path) -> None
     parser = argparse.ArgumentParser()
     replay_bench.configure(parser)
     for argv in (["--frames", "0"], ["--rate", "-1"], ["--bundle", str(tmp_path / "none")],
-                 ["--floor-frames", "0"]):
+                 ["--floor-frames", "0"], ["--realtime", "0"], ["--realtime", "100"]):
         args = parser.parse_args([*argv, "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "l.json")])
         assert replay_bench.run(args) == 2
     assert not (tmp_path / "w").exists() and not (tmp_path / "l.json").exists()
