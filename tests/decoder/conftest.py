@@ -8,6 +8,8 @@ truth of the parity tests.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,3 +89,37 @@ def raw_frames() -> np.ndarray:
     """24 raw uint16 frames (12-bit counts, like a PMT)."""
     rng = np.random.default_rng(7)
     return rng.integers(0, 4096, size=(24, *TINY_FRAME_SHAPE), dtype=np.uint16)
+
+
+@contextlib.contextmanager
+def restored_logging() -> Iterator[None]:
+    """`tools.cli.main` configures structlog/logging onto the sys.stderr of the moment, which
+    under pytest is one test's capture file; put the previous configuration back afterwards so
+    later tests do not log into a closed file."""
+    import logging
+
+    import structlog
+
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
+
+
+@pytest.fixture
+def cli() -> Callable[[list[str]], int]:
+    """Run `actionloop ARGS...` in-process (the real entry point) without leaking its logging set-up."""
+    from tools.cli import main
+
+    def run(argv: list[str]) -> int:
+        with restored_logging():
+            return main(argv)
+
+    return run

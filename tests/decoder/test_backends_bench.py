@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from tools.bench_inference import percentiles
-from tools.cli import main as cli_main
 
 
 def test_percentiles_in_microseconds() -> None:
@@ -21,9 +20,9 @@ def test_percentiles_in_microseconds() -> None:
     assert p["p999_us"] == pytest.approx(999.001, abs=0.01)  # rounded to 0.01 µs
 
 
-def test_bench_writes_the_issue_shaped_report(tiny_bundle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bench_writes_the_issue_shaped_report(cli, tiny_bundle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "bench" / "inference.json"
-    rc = cli_main([
+    rc = cli([
         "bench", "--bundle", str(tiny_bundle.path), "--out", str(out), "--backends", "onnxruntime,torch",
         "--frames", "60", "--warmup", "5", "--block", "25", "--no-progress",
     ])
@@ -49,7 +48,7 @@ def test_bench_writes_the_issue_shaped_report(tiny_bundle, tmp_path: Path, capsy
     assert "parity onnxruntime vs torch" in table
 
 
-def test_bench_refuses_unknown_backends_and_bad_bundles(tmp_path: Path) -> None:
-    assert cli_main(["bench", "--bundle", str(tmp_path), "--backends", "tflite", "--out", str(tmp_path / "x.json")]) == 2
-    assert cli_main(["bench", "--bundle", str(tmp_path / "missing"), "--out", str(tmp_path / "x.json")]) == 1
+def test_bench_refuses_unknown_backends_and_bad_bundles(cli, tmp_path: Path) -> None:
+    assert cli(["bench", "--bundle", str(tmp_path), "--backends", "tflite", "--out", str(tmp_path / "x.json")]) == 2
+    assert cli(["bench", "--bundle", str(tmp_path / "missing"), "--out", str(tmp_path / "x.json")]) == 1
     assert not (tmp_path / "x.json").exists()

@@ -17,7 +17,6 @@ from decoder.backends.engine_cache import EngineCache, EngineKey, EngineMismatch
 from decoder.backends.tensorrt_backend import float_input_onnx
 from decoder.streaming import StreamingDecoder
 from protocols.bundle import RAW_CAST_NODE
-from tools.cli import main as cli_main
 
 
 def _key(**changes: str) -> EngineKey:
@@ -107,9 +106,9 @@ def test_timing_cache_is_per_gpu_and_tensorrt(tmp_path: Path) -> None:
     assert len(paths) == 3  # graphs share one; a TensorRT or GPU change gets its own
 
 
-def test_engine_info_lists_cached_engines_without_a_gpu(tiny_bundle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_engine_info_lists_cached_engines_without_a_gpu(cli, tiny_bundle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     EngineCache(tmp_path).store(tiny_bundle.model_id, _key(), b"engine-bytes")
-    rc = cli_main(["engine", "info", str(tiny_bundle.path), "--cache-dir", str(tmp_path)])
+    rc = cli(["engine", "info", str(tiny_bundle.path), "--cache-dir", str(tmp_path)])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["bundle"]["model_id"] == tiny_bundle.model_id
@@ -119,20 +118,20 @@ def test_engine_info_lists_cached_engines_without_a_gpu(tiny_bundle, tmp_path: P
         assert entry["fits_this_machine"] is False
 
 
-def test_engine_build_without_tensorrt_fails_clearly(tiny_bundle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_engine_build_without_tensorrt_fails_clearly(cli, tiny_bundle, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     try:
         create_backend("tensorrt", tiny_bundle, cache_dir=tmp_path)
     except BackendUnavailable:
         pass
     else:
         pytest.skip("TensorRT and a GPU are available here; the gpu tests cover building")
-    rc = cli_main(["engine", "build", str(tiny_bundle.path), "--cache-dir", str(tmp_path)])
+    rc = cli(["engine", "build", str(tiny_bundle.path), "--cache-dir", str(tmp_path)])
     assert rc == 2
     assert "tensorrt is not available" in capsys.readouterr().err
 
 
-def test_engine_cli_refuses_a_bad_bundle(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert cli_main(["engine", "info", str(tmp_path / "missing")]) == 1
+def test_engine_cli_refuses_a_bad_bundle(cli, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli(["engine", "info", str(tmp_path / "missing")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -6,17 +6,19 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import structlog
 import torch
 
 import trainer.export as export
 from protocols.bundle import REQUIRED_FILES, TORCH_FILES, load_bundle
-from tools.cli import main as cli_main
+from tools.cli import main as _cli_main
 from trainer.export import ExportError, export_model
 from trainer.models import build_model
 
@@ -25,6 +27,23 @@ MODEL_ARGS = {
     "frame_shape": [24, 32], "window": 3, "downsample": 2, "channels": [4, 8], "features": 8,
     "temporal_channels": 8, "embedding_dim": 6,
 }
+
+
+def cli_main(argv: list[str]) -> int:
+    """`actionloop ARGS...` in-process. The entry point configures structlog/logging onto the
+    current sys.stderr (a pytest capture file); restore the previous set-up afterwards so later
+    tests do not log into a closed file."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        return _cli_main(argv)
+    finally:
+        structlog.configure(**saved)
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def _model() -> torch.nn.Module:
