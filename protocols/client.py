@@ -320,7 +320,12 @@ class ControlClient(_ControlBase):
     def request(self, cmd: str, timeout: float = 5.0, **args: Any) -> ControlReply:
         """Send a request and wait for its reply; raises TimeoutError, or ControlError if refused."""
         request_id, parts = self._request_parts(cmd, args)
-        self.socket.send_multipart(parts)
+        try:
+            # Never block on send: with no usable connection (daemon down, CURVE handshake
+            # refused) a DEALER has no pipe and a blocking send would wait forever.
+            self.socket.send_multipart(parts, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            raise TimeoutError(f"cannot send {cmd!r}: no connection to the daemon") from None
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -355,7 +360,10 @@ class AsyncControlClient(_ControlBase):
 
     async def request(self, cmd: str, timeout: float = 5.0, **args: Any) -> ControlReply:
         request_id, parts = self._request_parts(cmd, args)
-        await self.socket.send_multipart(parts)
+        try:
+            await self.socket.send_multipart(parts, flags=zmq.NOBLOCK)  # see ControlClient.request
+        except zmq.Again:
+            raise TimeoutError(f"cannot send {cmd!r}: no connection to the daemon") from None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
