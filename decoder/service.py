@@ -35,7 +35,7 @@ from decoder.decision_log import DecisionLogWriter
 from decoder.model import LoadedModel, ModelLoader, load_model
 from decoder.pipeline import DECODING, Decision, FramePipeline
 from decoder.publisher import Publisher
-from decoder.security import Curve
+from decoder.security import Curve, SecurityError
 from decoder.settings import DecoderSettings
 from decoder.stats import Counters, LatencyWindow, RateLimiter
 from decoder.systemd import SystemdNotifier
@@ -91,8 +91,8 @@ class DecoderService:
         self._control: zmq.asyncio.Socket | None = None
         self._publisher: Publisher | None = None
         self._decision_log: DecisionLogWriter | None = None
-        self._curve = Curve(settings.security)
-        self._notifier = SystemdNotifier()
+        self._curve: Curve | None = None  # keys are loaded (and checked) at startup
+        self._notifier = SystemdNotifier({})  # a no-op until serve() reads NOTIFY_SOCKET
         self._thread = InferenceThread()
         self._pipeline: FramePipeline | None = None
         self._slot: LatestSlot[_Pending] | None = None
@@ -109,6 +109,7 @@ class DecoderService:
     async def serve(self, *, install_signal_handlers: bool = True) -> None:
         """Run until shut down. Raises StartupError, or an ExceptionGroup if a task crashed."""
         self._should_exit.clear()
+        self._notifier = SystemdNotifier()
         with self._signals(install_signal_handlers):
             try:
                 await self.startup()
@@ -159,6 +160,10 @@ class DecoderService:
             debounce_frames=min_frames,
             load_s=round(model.load_seconds, 3),
         )
+        try:
+            self._curve = Curve(s.security)
+        except SecurityError as exc:
+            raise StartupError(f"security settings unusable: {exc}", 78) from exc
         if s.decision_log.enabled:
             try:
                 self._decision_log = DecisionLogWriter(s.decision_log.path, s.decision_log.rotate_bytes, s.decision_log.keep)
@@ -181,7 +186,9 @@ class DecoderService:
     def _open_sockets(self) -> None:
         s = self.settings.sockets
         self._context = zmq.asyncio.Context()
-        self._curve.start(self._context)
+        curve = self._curve
+        assert curve is not None
+        curve.start(self._context)
         # The PUB socket is driven synchronously (never blocks) so a send and its decision-log
         # record happen in one step; a sync shadow of the same context gives us that.
         sync_context = zmq.Context.shadow(self._context.underlying)
@@ -189,7 +196,7 @@ class DecoderService:
         self._sockets.append(pub)
         pub.linger = s.linger_ms
         pub.sndhwm = s.actions_sndhwm
-        self._curve.server(pub)
+        curve.server(pub)
         pub.bind(s.actions)
         self.endpoints["actions"] = pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self._publisher = Publisher(pub, self._decision_log, self.counters)
@@ -200,11 +207,11 @@ class DecoderService:
         frames.rcvhwm = s.frames_rcvhwm
         frames.setsockopt(zmq.SUBSCRIBE, TOPIC_FRAME)
         if s.frames_mode == "bind":
-            self._curve.server(frames)
+            curve.server(frames)
             frames.bind(s.frames)
             self.endpoints["frames"] = frames.getsockopt_string(zmq.LAST_ENDPOINT)
         else:
-            self._curve.client(frames)
+            curve.client(frames)
             frames.connect(s.frames)
             self.endpoints["frames"] = s.frames
         self._frames = frames
@@ -212,7 +219,7 @@ class DecoderService:
         control = self._context.socket(zmq.ROUTER)
         self._sockets.append(control)
         control.linger = 0
-        self._curve.server(control)
+        curve.server(control)
         control.bind(s.control)
         self.endpoints["control"] = control.getsockopt_string(zmq.LAST_ENDPOINT)
         self._control = control
@@ -569,7 +576,8 @@ class DecoderService:
         for sock in self._sockets:
             sock.close(linger=linger)
         self._sockets.clear()
-        self._curve.stop()
+        if self._curve is not None:
+            self._curve.stop()
         if self._context is not None:
             # Sockets are closed with a bounded linger, so term() returns within it.
             await asyncio.to_thread(self._context.term)
