@@ -1,0 +1,87 @@
+"""Windows of a real dataset on disk: through an encoder, as raw frames, through CEBRA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.data.recording import list_trials, open_trial
+from trainer.evaluation.baselines import CebraSettings, cebra_windows, normalise_pose, raw_linear_windows
+from trainer.evaluation.embed import block_pool, encoder_windows, load_encoder, load_tables
+from trainer.evaluation.windows import EvaluationError
+from trainer.models import build_model
+
+MODEL_ARGS = {"frame_shape": [32, 32], "window": 4, "pooled_size": 16, "channels": [4, 8], "features": 8,
+              "temporal_channels": 8, "embedding_dim": 6}
+
+
+@pytest.fixture(scope="module")
+def encoder() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("neural_conv", **MODEL_ARGS).eval()
+
+
+def test_encoder_windows_equal_the_model_on_each_window(encoder, trainer_dataset: Path) -> None:  # type: ignore[no-untyped-def]
+    ws = encoder_windows(encoder, trainer_dataset, batch=16, progress=False)
+    paths = list_trials(trainer_dataset)
+    assert ws.features.shape == (len(paths) * (64 - 4 + 1), 6)
+    assert len(ws.animal_ids) == 3 and ws.window == 4
+    with open_trial(paths[1]) as t:
+        frames = torch.from_numpy(np.asarray(t.neural[:], dtype=np.float32))
+        key = f"{t.animal_id}/{t.trial_id}"
+        labels = t.neural_labels()
+    rows = np.flatnonzero(ws.trials == key)
+    with torch.inference_mode():
+        expected = encoder(torch.stack([frames[i:i + 4] for i in range(61)])).numpy()
+    np.testing.assert_allclose(ws.features[rows], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(ws.labels[rows], labels[3:])  # label of each window's last frame
+
+
+def test_raw_windows_are_half_window_means_of_pooled_frames(trainer_dataset: Path) -> None:
+    tables = load_tables(trainer_dataset, pooled_short_side=8, progress=False)
+    ws = raw_linear_windows(tables, window=4)
+    with open_trial(list_trials(trainer_dataset)[0]) as t:
+        pooled = block_pool(np.asarray(t.neural[:]), 4).reshape(64, -1)
+    assert ws.features.shape == (6 * 61, 2 * 64)
+    first = ws.features[0]  # window of frames 0..3
+    np.testing.assert_allclose(first[:64], pooled[0:2].mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(first[64:], pooled[2:4].mean(axis=0), rtol=1e-5)
+
+
+def test_pose_normalisation_removes_position_and_scale() -> None:
+    rng = np.random.default_rng(0)
+    pose = rng.normal(size=(50, 6, 3)).astype(np.float32)
+    moved = 3.0 * pose + np.array([10.0, -4.0, 2.0], dtype=np.float32)
+    np.testing.assert_allclose(normalise_pose(pose), normalise_pose(moved), atol=1e-5)
+
+
+@pytest.mark.slow  # importing cebra alone takes ~10 s (torch dynamo), more on a busy machine
+def test_cebra_peer_gives_one_embedding_per_window(trainer_dataset: Path) -> None:
+    tables = load_tables(trainer_dataset, pooled_short_side=8, progress=False)
+    settings = CebraSettings(max_iterations=5, batch_size=32, output_dimension=4, num_hidden_units=8)
+    ws, info = cebra_windows(tables, window=4, settings=settings, progress=False)
+    assert ws.features.shape == (6 * 61, 4)
+    assert np.isfinite(ws.features).all()
+    assert info["settings"]["max_iterations"] == 5 and info["fit_s"] > 0
+    assert torch.get_num_threads() >= 1
+    with pytest.raises(EvaluationError, match=">= 2 animals"):
+        cebra_windows([t for t in tables if t.animal == tables[0].animal], window=4, settings=settings, progress=False)
+
+
+def test_bad_checkpoints_and_mismatched_data_are_named(tmp_path: Path, encoder, trainer_dataset: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(EvaluationError, match="does not exist"):
+        load_encoder(tmp_path / "nope.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(EvaluationError, match="not a readable checkpoint"):
+        load_encoder(junk)
+    partial = tmp_path / "partial.pt"
+    torch.save({"model_name": "neural_conv"}, partial)
+    with pytest.raises(EvaluationError, match="lacks"):
+        load_encoder(partial)
+    other = build_model("neural_conv", **{**MODEL_ARGS, "frame_shape": [16, 16]}).eval()
+    with pytest.raises(EvaluationError, match="encoder expects"):
+        encoder_windows(other, trainer_dataset, progress=False)
