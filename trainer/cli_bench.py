@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.config import ConfigError, load_config
     from trainer.data.recording import RecordingError
     from trainer.evaluation.baselines import CebraSettings, cebra_windows, raw_linear_windows
-    from trainer.evaluation.embed import encoder_windows, load_encoder, load_tables
+    from trainer.evaluation.embed import encoders_windows, load_encoder, load_tables
     from trainer.evaluation.report import bench_json, markdown_tables, write_json_atomic, write_text_atomic
     from trainer.evaluation.suite import ProtocolSettings, evaluate_sets, write_reports
     from trainer.evaluation.windows import EvaluationError
@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         epoch_s: dict[str, float | None] = {}
         train_s: dict[str, float] = {}
         window = None
+        encoders = {}
         for method in [m for m in TRAINED_METHODS if m in args.methods]:
             cfg = load_config(args.preset, [f"method={method}", f"seed={args.train_seed}",
                                             f"progress={'true' if progress else 'false'}", *args.overrides])
@@ -132,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
             throughput[method] = metrics.get("train_throughput_windows_per_s")
             epoch_s[method] = metrics.get("epoch_time_s")
             window = encoder.window
-            sets[method] = encoder_windows(encoder, data, progress=progress)
+            encoders[method] = encoder
+        if encoders:
+            sets.update(encoders_windows(encoders, data, progress=progress))
         window = window or load_config(args.preset).model.window
         extra_info: dict[str, Any] = {}
         if "raw_linear" in args.methods or "cebra" in args.methods:

@@ -10,7 +10,7 @@ the per-frame outputs, never a whole dataset of raw frames.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,51 +112,77 @@ def windows_from_frames(
     )
 
 
-def _encoder_windows_of_trial(model: object, frames: object, n: int, batch: int) -> np.ndarray:
+def _encoder_windows_of_trial(model: object, frames: np.ndarray, batch: int) -> np.ndarray:
+    """Embeddings of every window of one trial's raw frames (T, H, W): each frame encoded once."""
     import torch
 
     window = int(model.window)  # type: ignore[attr-defined]
     feats = []
     with torch.inference_mode():
-        for i in range(0, n, batch):
+        for i in range(0, frames.shape[0], batch):
             raw = torch.from_numpy(np.asarray(frames[i:i + batch], dtype=np.float32))
             feats.append(model.frame_encoder(raw))  # type: ignore[attr-defined]
         per_frame = torch.cat(feats)
-        out = []
-        # Each frame is encoded once; windows are strided views of the per-frame features.
-        windows = per_frame.unfold(0, window, 1).permute(0, 2, 1)  # (n-window+1, W, F)
-        for i in range(0, windows.shape[0], batch):
-            out.append(model.temporal(windows[i:i + batch].contiguous()))  # type: ignore[attr-defined]
+        # Windows are strided views of the per-frame features, as in the daemon's ring buffer.
+        windows = per_frame.unfold(0, window, 1).permute(0, 2, 1)  # (T-window+1, W, F)
+        out = [model.temporal(windows[i:i + batch].contiguous())  # type: ignore[attr-defined]
+               for i in range(0, windows.shape[0], batch)]
     return torch.cat(out).numpy().astype(np.float32)
 
 
-def encoder_windows(model: object, data_dir: str | Path, batch: int = 256, progress: bool = True) -> WindowSet:
-    """Embeddings of every window of ``data_dir`` through a `NeuralEncoder` (eval mode, CPU)."""
-    model.eval()  # type: ignore[attr-defined]
-    window = int(model.window)  # type: ignore[attr-defined]
+def encoders_windows(
+    models: Mapping[str, object], data_dir: str | Path, batch: int = 256, progress: bool = True,
+) -> dict[str, WindowSet]:
+    """Embeddings of every window of ``data_dir`` through each `NeuralEncoder` of ``models``
+    (eval mode, CPU). Each trial is read from disk once for all models (one trial of raw frames
+    in memory at a time)."""
+    if not models:
+        raise EvaluationError("no encoder to embed with")
+    for model in models.values():
+        model.eval()  # type: ignore[attr-defined]
     paths = list_trials(data_dir)
-    feats, labels, animals, trials, names = [], [], [], [], []
+    feats: dict[str, list[np.ndarray]] = {name: [] for name in models}
+    labels: dict[str, list[np.ndarray]] = {name: [] for name in models}
+    animals: dict[str, list[str]] = {name: [] for name in models}
+    trials: dict[str, list[str]] = {name: [] for name in models}
+    names = []
     for path in tqdm(paths, desc="embed trials", unit="trial", disable=not progress):
         with open_trial(path) as trial:
-            if tuple(trial.frame_shape) != tuple(model.frame_shape):  # type: ignore[attr-defined]
-                raise EvaluationError(
-                    f"{path}: frames are {trial.frame_shape} but the encoder expects {tuple(model.frame_shape)}"  # type: ignore[attr-defined]
-                )
+            for model in models.values():
+                if tuple(trial.frame_shape) != tuple(model.frame_shape):  # type: ignore[attr-defined]
+                    raise EvaluationError(
+                        f"{path}: frames are {trial.frame_shape} but the encoder expects "
+                        f"{tuple(model.frame_shape)}"  # type: ignore[attr-defined]
+                    )
             names.append(tuple(trial.class_names))
-            if trial.n_neural < window:
-                continue
-            emb = _encoder_windows_of_trial(model, trial.neural, trial.n_neural, batch)
-            feats.append(emb)
-            labels.append(trial.neural_labels()[window - 1:])
-            animals += [trial.animal_id] * emb.shape[0]
-            trials += [trial_key(trial.animal_id, trial.trial_id)] * emb.shape[0]
+            frames = np.asarray(trial.neural[:])
+            frame_labels = trial.neural_labels()
+            key = trial_key(trial.animal_id, trial.trial_id)
+            for name, model in models.items():
+                window = int(model.window)  # type: ignore[attr-defined]
+                if trial.n_neural < window:
+                    continue  # shorter than one window: no window to score
+                emb = _encoder_windows_of_trial(model, frames, batch)
+                feats[name].append(emb)
+                labels[name].append(frame_labels[window - 1:])
+                animals[name] += [trial.animal_id] * emb.shape[0]
+                trials[name] += [key] * emb.shape[0]
     class_names = _class_names(names, paths)
-    if not feats:
-        raise EvaluationError(f"every trial of {data_dir} is shorter than the window of {window} frames")
-    return WindowSet(
-        np.concatenate(feats), np.concatenate(labels).astype(np.int64), np.array(animals), np.array(trials),
-        class_names, window,
-    )
+    out = {}
+    for name, model in models.items():
+        window = int(model.window)  # type: ignore[attr-defined]
+        if not feats[name]:
+            raise EvaluationError(f"every trial of {data_dir} is shorter than the window of {window} frames")
+        out[name] = WindowSet(
+            np.concatenate(feats[name]), np.concatenate(labels[name]).astype(np.int64),
+            np.array(animals[name]), np.array(trials[name]), class_names, window,
+        )
+    return out
+
+
+def encoder_windows(model: object, data_dir: str | Path, batch: int = 256, progress: bool = True) -> WindowSet:
+    """Embeddings of every window of ``data_dir`` through one `NeuralEncoder`."""
+    return encoders_windows({"model": model}, data_dir, batch, progress)["model"]
 
 
 def load_encoder(checkpoint: str | Path) -> tuple[object, dict]:
