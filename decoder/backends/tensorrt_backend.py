@@ -130,6 +130,12 @@ class _Engine:
         with self.torch.cuda.stream(self.stream):
             self._enqueue_all()
 
+    def close(self) -> None:
+        # graph first (it references the buffers), then the context, then the engine
+        self.graph = None
+        self.context = None
+        self.engine = None
+
     def run(self) -> None:
         if self.graph is not None:
             with self.torch.cuda.stream(self.stream):
@@ -182,20 +188,13 @@ class TensorRTBackend:
         self.engine_info: dict[str, dict[str, Any]] = {}
         with torch.cuda.device(self._device):
             self._stream = torch.cuda.Stream(self._device)
-            self._engines = {}
-            for graph in GRAPHS:
-                onnx_bytes = float_input_onnx(bundle.file(f"{graph}.onnx"))
-                key = self.engine_key(graph, onnx_bytes)
-                data, source = self._engine_bytes(key, onnx_bytes, build=build, rebuild=rebuild, workspace_mb=workspace_mb)
-                try:
-                    self._engines[graph] = _Engine(trt, torch, self._runtime, data, self._device, self._stream, self.cuda_graph)
-                except EngineMismatch as exc:
-                    raise EngineMismatch(f"{self._cache.engine_path(bundle.model_id, key)}: {exc}") from None
-                self.engine_info[graph] = {
-                    "path": str(self._cache.engine_path(bundle.model_id, key)),
-                    "source": source,
-                    "cuda_graph": self._engines[graph].graph is not None,
-                }
+            self._engines: dict[str, _Engine] = {}
+            try:
+                self._load_engines(build=build, rebuild=rebuild, workspace_mb=workspace_mb)
+            except BaseException:
+                for engine in self._engines.values():
+                    engine.close()
+                raise
         enc, tmp, whole = (self._engines[g] for g in GRAPHS)
         self._enc, self._tmp, self._whole = enc, tmp, whole
         self._frame_in = enc.in_np["frame"][0]
@@ -205,6 +204,20 @@ class TensorRTBackend:
         self._frames_in = whole.in_np["frames"][0]
         self._w_out = (whole.out_np["embedding"][0], whole.out_np["probabilities"][0])
         self._closed = False
+
+    def _load_engines(self, *, build: bool, rebuild: bool, workspace_mb: int) -> None:
+        bundle = self.bundle
+        for graph in GRAPHS:
+            onnx_bytes = float_input_onnx(bundle.file(f"{graph}.onnx"))
+            key = self.engine_key(graph, onnx_bytes)
+            data, source = self._engine_bytes(key, onnx_bytes, build=build, rebuild=rebuild, workspace_mb=workspace_mb)
+            path = self._cache.engine_path(bundle.model_id, key)
+            try:
+                engine = _Engine(self._trt, self._torch, self._runtime, data, self._device, self._stream, self.cuda_graph)
+            except EngineMismatch as exc:
+                raise EngineMismatch(f"{path}: {exc}") from None
+            self._engines[graph] = engine
+            self.engine_info[graph] = {"path": str(path), "source": source, "cuda_graph": engine.graph is not None}
 
     def engine_key(self, graph: str, onnx_bytes: bytes) -> EngineKey:
         return EngineKey(
@@ -252,7 +265,9 @@ class TensorRTBackend:
         if hasattr(trt.BuilderFlag, "TF32"):
             config.clear_flag(trt.BuilderFlag.TF32)  # fp32 must mean fp32: parity with the other backends
         if self.fp16:
-            if not builder.platform_has_fast_fp16:
+            if not hasattr(trt.BuilderFlag, "FP16"):
+                raise BackendError(f"TensorRT {trt.__version__} has no FP16 builder flag; build fp32 (fp16=False)")
+            if not getattr(builder, "platform_has_fast_fp16", True):
                 log.warning("GPU has no fast fp16; building fp16 anyway", gpu=key.gpu_name)
             config.set_flag(trt.BuilderFlag.FP16)
         timing_path = self._cache.timing_cache_path(key)
@@ -312,4 +327,6 @@ class TensorRTBackend:
         if not self._closed:
             self._closed = True
             self._stream.synchronize()
+            for engine in self._engines.values():
+                engine.close()
             self._engines.clear()
