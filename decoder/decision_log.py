@@ -140,54 +140,85 @@ def read_records(path: Path, follow: bool = False, poll_s: float = 0.1) -> Itera
     """Yield each record's wire parts from one file, oldest first.
 
     A record cut short at the very end (the daemon was killed mid-write) ends the iteration
-    quietly unless ``follow``; anything else that is not a decision log raises DecisionLogError.
-    With ``follow``, keep reading as records are appended, and move on to the new file when the
-    daemon rotates this one.
+    quietly; anything that is not a decision log raises DecisionLogError. With ``follow``, keep
+    reading as records are appended; when the daemon rotates the file, finish it and go on with
+    the file that was written after it, so nothing is skipped or read twice.
     """
     path = Path(path)
-    try:
-        handle = path.open("rb")
-    except OSError as exc:
-        raise DecisionLogError(f"{path}: cannot open: {exc.strerror}") from exc
-    unpacker = _new_unpacker()
-    offset = 0
-    first = True
+    reader = _FileReader(path)
     try:
         while True:
-            chunk = handle.read(65536)
-            if not chunk:
-                if not follow:
-                    break
-                if _rotated_away(handle, path):
-                    handle.close()
-                    handle = path.open("rb")
-                    unpacker = _new_unpacker()
-                    first = True
-                    offset = 0
-                    continue
+            yield from reader.drain()
+            if not follow:
+                break
+            if not _rotated_away(reader.handle, path):
                 time.sleep(poll_s)
                 continue
-            unpacker.feed(chunk)
+            # Rotation happens after the writer's last write to this file: it is final now.
+            yield from reader.drain()
+            successor = _successor(path, os.fstat(reader.handle.fileno()).st_ino)
+            reader.close()
+            reader = _FileReader(successor)
+        reader.finish()
+    finally:
+        reader.close()
+
+
+class _FileReader:
+    """Incremental reader of one open decision log file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.handle = path.open("rb")
+        except OSError as exc:
+            raise DecisionLogError(f"{path}: cannot open: {exc.strerror}") from exc
+        self._unpacker = _new_unpacker()
+        self._offset = 0
+        self._bytes = 0
+        self._header_seen = False
+
+    def drain(self) -> Iterator[list[bytes]]:
+        """Every complete record available now."""
+        while chunk := self.handle.read(65536):
+            self._bytes += len(chunk)
+            self._unpacker.feed(chunk)
             try:
-                for obj in unpacker:
-                    position = offset
-                    offset = unpacker.tell()
-                    if first:
+                for obj in self._unpacker:
+                    position, self._offset = self._offset, self._unpacker.tell()
+                    if not self._header_seen:
                         if not (isinstance(obj, dict) and obj.get(MAGIC_KEY) == FORMAT_VERSION):
-                            raise DecisionLogError(f"{path}: not an actionloop decision log (version {FORMAT_VERSION})")
-                        first = False
+                            raise DecisionLogError(
+                                f"{self.path}: not an actionloop decision log (version {FORMAT_VERSION})"
+                            )
+                        self._header_seen = True
                         continue
                     if not (isinstance(obj, list) and obj and all(isinstance(p, bytes) for p in obj)):
-                        raise DecisionLogError(f"{path}: record at byte {position} is not a list of message parts")
+                        raise DecisionLogError(f"{self.path}: record at byte {position} is not a list of message parts")
                     yield obj
+            except DecisionLogError:
+                raise
             except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
-                if isinstance(exc, DecisionLogError):
-                    raise
-                raise DecisionLogError(f"{path}: corrupt record after byte {offset}: {exc}") from exc
-        if first and path.stat().st_size > 0:
-            raise DecisionLogError(f"{path}: not an actionloop decision log (no complete header)")
-    finally:
-        handle.close()
+                raise DecisionLogError(f"{self.path}: corrupt record after byte {self._offset}: {exc}") from exc
+
+    def finish(self) -> None:
+        if not self._header_seen and self._bytes > 0:
+            raise DecisionLogError(f"{self.path}: not an actionloop decision log (no complete header)")
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _successor(path: Path, inode: int) -> Path:
+    """The file written right after the (rotated) file with this inode."""
+    index = 1
+    while (candidate := path.with_name(f"{path.name}.{index}")).exists():
+        if candidate.stat().st_ino == inode:
+            return path if index == 1 else path.with_name(f"{path.name}.{index - 1}")
+        index += 1
+    # Our file was deleted meanwhile (more than `keep` rotations behind): oldest one left.
+    log.warning("decision log reader fell behind rotation; records may be missing", path=str(path))
+    return rotated_paths(path)[0]
 
 
 def _new_unpacker() -> msgpack.Unpacker:
