@@ -20,6 +20,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tiff.add_argument("--pose-rate", type=float, required=True, help="pose camera rate, Hz")
     tiff.add_argument("--neural-start", type=float, default=0.0, help="time of the first frame, s")
     tiff.add_argument("--pose-start", type=float, default=0.0, help="time of the first pose frame, s")
+    tiff.add_argument("--channel", type=int, help="channel to import from a frames x channels x H x W stack")
     npy = sub.add_parser("numpy", help=".npz with named arrays, or separate .npy files")
     npy.add_argument("--npz", type=Path, help="keys: neural, pose; optional neural_times, pose_times, labels, "
                                               "joint_names, class_names")
@@ -44,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
             path = import_tiff_deepfly3d(
                 args.tiff, args.pose, args.out, animal_id=args.animal, trial_id=args.trial,
                 neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate, labels_csv=args.labels,
-                neural_start_s=args.neural_start, pose_start_s=args.pose_start, overwrite=args.force)
+                neural_start_s=args.neural_start, pose_start_s=args.pose_start, channel=args.channel,
+                overwrite=args.force, progress=True)
         else:
             path = import_numpy(
                 args.out, animal_id=args.animal, trial_id=args.trial, npz=args.npz, neural=args.neural,
                 pose=args.pose, labels=args.labels, neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate,
-                overwrite=args.force)
+                overwrite=args.force, progress=True)
         with open_trial(path) as t:  # read back what was written: the import is only done if it opens
             log.info("imported", path=str(path), animal=t.animal_id, trial=t.trial_id, neural_frames=t.n_neural,
                      frame_shape=list(t.frame_shape), pose_frames=len(t.pose_times),

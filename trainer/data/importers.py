@@ -147,8 +147,11 @@ def read_labels_csv(path: str | os.PathLike[str], n_frames: int,
     return labels
 
 
-def read_tiff_stack(path: str | os.PathLike[str]) -> np.ndarray:
-    """Frames (T x H x W) of a multi-page TIFF, memory-mapped when the file allows; uint16 or float32."""
+def read_tiff_stack(path: str | os.PathLike[str], channel: int | None = None) -> np.ndarray:
+    """Frames (T x H x W) of a multi-page TIFF, memory-mapped when the file allows; uint16 or float32.
+
+    A T x C x H x W stack (interleaved channels, as ScanImage writes them) needs `channel`.
+    """
     import tifffile
 
     p = Path(path)
@@ -165,9 +168,17 @@ def read_tiff_stack(path: str | os.PathLike[str]) -> np.ndarray:
         raise RecordingError(p, "TIFF holds no image data (empty or corrupt file)")
     if frames.ndim == 2:
         frames = frames[None]
+    if frames.ndim == 4 and channel is not None:
+        if not 0 <= channel < frames.shape[1]:
+            raise RecordingError(p, f"channel {channel} outside 0..{frames.shape[1] - 1} "
+                                    f"(stack of shape {frames.shape}, frames x channels x height x width)")
+        frames = frames[:, channel]
+    elif channel is not None:
+        raise RecordingError(p, f"channel {channel} given but the stack has shape {frames.shape} (no channel axis)")
     if frames.ndim != 3:
+        hint = "; pick one with channel=/--channel" if frames.ndim == 4 else ""
         raise RecordingError(p, f"TIFF holds an array of shape {frames.shape}; expected frames x height x width "
-                                "(one channel, one plane)")
+                                f"(one plane){hint}")
     return _neural_dtype(p, frames)
 
 
@@ -210,12 +221,14 @@ def import_tiff_deepfly3d(
     neural_start_s: float = 0.0,
     pose_start_s: float = 0.0,
     class_names: Sequence[str] = ACTION_NAMES,
+    channel: int | None = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """TIFF stack + DeepFly3D pose (+ labels CSV) -> one trial file. Timestamps come from the
     rates and start offsets (the microscope and the cameras keep separate clocks)."""
     path = _destination(out, animal_id, trial_id, overwrite)
-    frames = read_tiff_stack(tiff)
+    frames = read_tiff_stack(tiff, channel)
     pose = read_deepfly3d_pose(pose_pickle)
     labels = read_labels_csv(labels_csv, len(pose), class_names) if labels_csv is not None else None
     return write_trial(
@@ -225,7 +238,8 @@ def import_tiff_deepfly3d(
         joint_names=JOINT_NAMES, labels=labels, class_names=class_names,
         neural_rate_hz=neural_rate_hz, pose_rate_hz=pose_rate_hz,
         extra={"source": "tiff+deepfly3d", "tiff": Path(tiff).name, "pose": Path(pose_pickle).name,
-               "labels": Path(labels_csv).name if labels_csv else None},
+               "labels": Path(labels_csv).name if labels_csv else None, "channel": channel},
+        progress=progress,
     )
 
 
@@ -252,6 +266,7 @@ def import_numpy(
     pose_rate_hz: float | None = None,
     class_names: Sequence[str] | None = None,
     overwrite: bool = False,
+    progress: bool = False,
 ) -> Path:
     """NumPy arrays -> one trial file.
 
@@ -313,4 +328,5 @@ def import_numpy(
         pose_times=pose_times, joint_names=joint_names, labels=lab, class_names=names,
         neural_rate_hz=neural_rate_hz, pose_rate_hz=pose_rate_hz,
         extra={"source": "numpy", "file": source.name},
+        progress=progress,
     )

@@ -27,6 +27,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from tqdm import tqdm
 
 from trainer.data.schema import ACTION_NAMES, SCHEMA_VERSION, UNLABELLED
 
@@ -312,13 +313,14 @@ def write_trial(
     pose_rate_hz: float | None = None,
     extra: Mapping[str, Any] | None = None,
     compression: str | None = None,
+    progress: bool = False,
 ) -> Path:
     """Validate and write one trial atomically (temporary name in the same directory, then rename).
 
     `neural` is any array-like with shape/dtype and slicing (ndarray, np.memmap, tifffile
     memmap); it is copied CHUNK_FRAMES-sized blocks at a time so large stacks stay out of RAM.
     Rates default to the median timestamp spacing. `extra` is JSON-serialisable provenance.
-    Returns the final path. Nothing is left behind on error.
+    Returns the final path. Nothing is left behind on error. `progress` shows a bar over frames.
     """
     p = Path(path)
     if not (hasattr(neural, "shape") and hasattr(neural, "dtype")):
@@ -375,11 +377,13 @@ def write_trial(
                 compression=compression,
                 fletcher32=True,  # per-chunk checksum: a corrupted chunk fails loudly on read
             )
-            for start in range(0, t_n, CHUNK_FRAMES * 8):
-                block = np.asarray(neural[start : start + CHUNK_FRAMES * 8])
-                if block.dtype == np.float32 and not np.all(np.isfinite(block)):
-                    raise RecordingError(p, f"neural frames contain NaN or infinite values near frame {start}")
-                ds[start : start + len(block)] = block
+            with tqdm(total=t_n, desc=f"write {p.name}", unit="frame", disable=not progress) as bar:
+                for start in range(0, t_n, CHUNK_FRAMES * 8):
+                    block = np.asarray(neural[start : start + CHUNK_FRAMES * 8])
+                    if block.dtype == np.float32 and not np.all(np.isfinite(block)):
+                        raise RecordingError(p, f"neural frames contain NaN or infinite values near frame {start}")
+                    ds[start : start + len(block)] = block
+                    bar.update(len(block))
             f.create_dataset("neural/times", data=neural_times, chunks=True, fletcher32=True)
             f.create_dataset("pose/points3d", data=pose, chunks=(min(1024, len(pose)), *pose.shape[1:]),
                              fletcher32=True)

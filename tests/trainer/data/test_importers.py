@@ -56,6 +56,17 @@ def test_tiff_deepfly3d_round_trip(tmp_path: Path, lab_files: dict) -> None:
                               neural_rate_hz=16.23, pose_rate_hz=100.0)
 
 
+def test_two_channel_stack(tmp_path: Path, lab_files: dict) -> None:
+    stack = np.stack([lab_files["frames"], lab_files["frames"] // 2 + 1], axis=1)  # T x C x H x W
+    tiff = tmp_path / "two.tif"
+    tifffile.imwrite(tiff, stack, photometric="minisblack")
+    path = import_tiff_deepfly3d(tiff, lab_files["pose"], tmp_path / "c1.h5", animal_id="a", trial_id="t",
+                                 neural_rate_hz=16, pose_rate_hz=100, channel=1)
+    with open_trial(path) as t:
+        np.testing.assert_array_equal(t.neural[()], stack[:, 1])
+        assert t.attrs["channel"] == 1
+
+
 def test_cli_import_tiff(tmp_path: Path, lab_files: dict) -> None:
     out = tmp_path / "trial.h5"
     argv = ["import", "tiff", "--tiff", str(lab_files["tiff"]), "--pose", str(lab_files["pose"]),
@@ -140,8 +151,11 @@ def test_bad_tiffs(tmp_path: Path, lab_files: dict) -> None:
 
     rgb = tmp_path / "rgb.tif"
     tifffile.imwrite(rgb, np.zeros((4, 2, 8, 8), dtype=np.uint16), photometric="minisblack")
-    with pytest.raises(RecordingError, match=r"array of shape \(4, 2, 8, 8\)"):
+    with pytest.raises(RecordingError, match=r"array of shape \(4, 2, 8, 8\).*--channel"):
         attempt(rgb)
+    with pytest.raises(RecordingError, match=r"channel 2 outside 0\.\.1"):
+        import_tiff_deepfly3d(rgb, lab_files["pose"], tmp_path / "x.h5", animal_id="a", trial_id="t",
+                              neural_rate_hz=16, pose_rate_hz=100, channel=2)
     signed = tmp_path / "signed.tif"
     tifffile.imwrite(signed, np.zeros((4, 8, 8), dtype=np.int32), photometric="minisblack")
     with pytest.raises(RecordingError, match="dtype int32"):
