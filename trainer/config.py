@@ -100,6 +100,7 @@ class DataConfig(_Section):
     animals: list[str] = Field(default_factory=list, description="train on these animals only (empty = all)")
     exclude_animals: list[str] = Field(default_factory=list, description="never train on these (held out)")
     pose_steps: int = Field(0, ge=0, description="pose samples per neural frame; 0 = pose rate / neural rate, at most 8")
+    cache_dir: str = Field("", description="keep pooled frames here and reuse them across runs ('' = in memory only)")
 
 
 class TrainConfig(_Section):

@@ -100,10 +100,14 @@ def build_frame_table(
     window: int,
     pose_steps: int = 0,
     remove_animal_mean: bool = False,
-    cache_path: Path | None = None,
+    cache_dir: Path | None = None,
     progress: bool = True,
 ) -> FrameTable:
     """Read trials `paths`, pool their frames with `frame_encoder.preprocess`, align pose segments.
+
+    With `cache_dir`, the pooled frames live in a memory-mapped `.npy` there, named by the
+    dataset fingerprint and the pool factor, and later runs on the same data (other methods,
+    seeds, resumes) reuse it instead of reading and pooling every raw frame again.
 
     Raises `RecordingError` (naming the file) for unreadable or inconsistent trials and
     `ValueError` when no trial is long enough for one window."""
@@ -136,8 +140,22 @@ def build_frame_table(
     anchor = body_anchor_joints(joint_names)
     n_total = sum(m[2] for m in metas)
     ph, pw = frame_encoder.pooled_shape
-    if cache_path is not None:
-        pooled = np.lib.format.open_memmap(cache_path, mode="w+", dtype=np.float32, shape=(n_total, ph, pw))
+    factor = frame_encoder.downsample.factor
+    cached = None
+    pooled: np.ndarray
+    if cache_dir is not None:
+        cache_dir = Path(cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache_file = cache_dir / f"pooled-{dataset_fingerprint(paths)[:16]}-x{factor}.npy"
+        if cache_file.is_file():
+            cached = np.load(cache_file, mmap_mode="r")
+            if cached.shape != (n_total, ph, pw) or cached.dtype != np.float32:
+                cached = None  # stale: rebuilt below
+        if cached is not None:
+            pooled = cached
+        else:
+            tmp_cache = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+            pooled = np.lib.format.open_memmap(tmp_cache, mode="w+", dtype=np.float32, shape=(n_total, ph, pw))
     else:
         pooled = np.empty((n_total, ph, pw), dtype=np.float32)
     raw_pose = np.empty((n_total, pose_steps, len(joint_names), 3), dtype=np.float32)
@@ -154,7 +172,7 @@ def build_frame_table(
         with open_trial(p) as t, torch.no_grad():
             n = t.n_neural
             sl = slice(offset, offset + n)
-            for c in range(0, n, CHUNK_FRAMES):
+            for c in range(0, n if cached is None else 0, CHUNK_FRAMES):
                 raw = torch.from_numpy(np.asarray(t.neural[c : c + CHUNK_FRAMES], dtype=np.float32))
                 pooled[offset + c : offset + c + len(raw)] = frame_encoder.preprocess(raw).squeeze(1).numpy()
                 bar.update(len(raw))
@@ -182,8 +200,12 @@ def build_frame_table(
         pose[sel] = normalise_poses(raw_pose[sel], anchor, scales[name])
         if remove_animal_mean:
             pose[sel] -= pose[sel][:, -1].mean(axis=0)
-    if isinstance(pooled, np.memmap):
+    if cache_dir is not None and cached is None:
+        assert isinstance(pooled, np.memmap)
         pooled.flush()
+        del pooled
+        os.replace(tmp_cache, cache_file)  # complete files only: a crash leaves no half cache
+        pooled = np.load(cache_file, mmap_mode="r")
     return FrameTable(
         pooled=pooled, pose=pose, labels=labels, animal=animal, trial=trial_idx,
         starts=np.concatenate(starts), animals=animal_names, trial_keys=trial_keys,
@@ -208,10 +230,3 @@ def select_trials(paths: Sequence[Path], animals: Sequence[str], exclude: Sequen
     if not keep:
         raise ValueError("the animal selection leaves no trial to train on")
     return keep
-
-
-def remove_file(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

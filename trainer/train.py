@@ -266,7 +266,8 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.
         frame_shape = first.frame_shape
     encoder = build_encoder(cfg, frame_shape)
     table = build_frame_table(paths, encoder.frame_encoder, encoder.window, cfg.data.pose_steps,
-                              cfg.swap.remove_animal_mean, progress=cfg.progress and dd.main)
+                              cfg.swap.remove_animal_mean, cache_dir=Path(cfg.data.cache_dir) if cfg.data.cache_dir else None,
+                              progress=cfg.progress and dd.main)
     if not table.class_names or not (table.window_labels() >= 0).any():
         raise TrainingError(f"{data_dir}: no labelled windows; the checkpoint's action head needs labels")
     if cfg.method == "ours" and len(table.animals) < 2:
