@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from trainer.data.recording import RecordingError, Trial, list_trials, open_trial
 
@@ -31,7 +32,7 @@ class _WindowIndex:
     """Shared metadata: which (trial, last frame) each item is, aligned pose and labels per trial."""
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], window: int,
-                 stride: int = 1, *, in_memory: bool) -> None:
+                 stride: int = 1, *, in_memory: bool, progress: bool = False) -> None:
         if isinstance(paths, (str, os.PathLike)):
             paths = list_trials(paths)
         if window < 1 or stride < 1:
@@ -51,7 +52,8 @@ class _WindowIndex:
         dtypes: set[str] = set()
         class_names: list[str] | None = None
         items: list[np.ndarray] = []
-        for t_idx, p in enumerate(self.paths):
+        bar = tqdm(self.paths, desc="load trials" if in_memory else "index trials", unit="trial", disable=not progress)
+        for t_idx, p in enumerate(bar):
             with open_trial(p, in_memory=in_memory) as trial:
                 shapes.add(trial.frame_shape)
                 dtypes.add(str(trial.frame_dtype))
@@ -88,7 +90,11 @@ class _WindowIndex:
     @property
     def labels(self) -> np.ndarray:
         """Label of every item (for samplers, class weights and probes)."""
-        return np.array([self.neural_labels[t][i] for t, i in self.items], dtype=np.int64)
+        out = np.empty(len(self.items), dtype=np.int64)
+        for t, labels in enumerate(self.neural_labels):
+            rows = self.items[:, 0] == t
+            out[rows] = labels[self.items[rows, 1]]
+        return out
 
     @property
     def item_animals(self) -> np.ndarray:
@@ -119,8 +125,8 @@ class WindowDataset(_WindowIndex):
     """Frames stay on disk; each process opens its own read-only handles on first use."""
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], window: int,
-                 stride: int = 1) -> None:
-        super().__init__(paths, window, stride, in_memory=False)
+                 stride: int = 1, *, progress: bool = False) -> None:
+        super().__init__(paths, window, stride, in_memory=False, progress=progress)
         self._handles: dict[int, Trial] = {}
         self._pid = os.getpid()
 
@@ -168,8 +174,8 @@ class InMemoryWindowDataset(_WindowIndex):
     """Every trial's frames in RAM, as stored (uint16 stays uint16 until an item is built)."""
 
     def __init__(self, paths: Sequence[str | os.PathLike[str]] | str | os.PathLike[str], window: int,
-                 stride: int = 1) -> None:
-        super().__init__(paths, window, stride, in_memory=True)
+                 stride: int = 1, *, progress: bool = False) -> None:
+        super().__init__(paths, window, stride, in_memory=True, progress=progress)
 
     def __getitem__(self, idx: int) -> dict[str, Any]:
         idx = self._check(idx)
