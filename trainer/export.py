@@ -22,6 +22,7 @@ next to the target and renamed in one step: a crash leaves no half-written bundl
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import importlib.metadata
 import logging
@@ -203,6 +204,8 @@ def _check_model(model: nn.Module) -> tuple[int, tuple[int, int]]:
 
 
 def _as_tensor(x: Any, what: str) -> Tensor:
+    if isinstance(x, Tensor):
+        x = x.detach().cpu()  # e.g. nn.Linear weights straight from a trained head, on any device
     try:
         return torch.as_tensor(np.asarray(x, dtype=np.float32))
     except (TypeError, ValueError) as exc:
@@ -354,108 +357,109 @@ def export_model(
         raise ExportError(f"{out_dir} already exists; pass overwrite=True (--force) to replace it")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
-    was_training = model.training
-    model.eval()
+    # Export a CPU copy in eval mode: the caller's model (maybe on a GPU, maybe training) is untouched.
+    model = copy.deepcopy(model).cpu().eval()
+    cast_raw = frame_dtype != "float32"
+    rng = np.random.default_rng(seed)
+    raw_np = _NUMPY_DTYPES[frame_dtype]
+    frames = rng.integers(0, _RAW_MAX[frame_dtype], size=(1, window, h, w), endpoint=True).astype(raw_np)
+    # the extremes too: a dark frame and a saturated one (log1p and standardisation edge cases)
+    frames[0, 0] = 0
+    if window > 1:
+        frames[0, 1] = np.iinfo(raw_np).max if frame_dtype != "float32" else 65535.0
+    with torch.inference_mode():
+        feats = model.frame_encoder(torch.from_numpy(frames[0].astype(np.float32)))
+        if feats.ndim != 2 or feats.shape[0] != window:
+            raise ExportError(f"frame_encoder returned shape {tuple(feats.shape)}, expected ({window}, F)")
+        feature_dim = int(feats.shape[1])
+        embedding = model.temporal(feats.unsqueeze(0))
+        if embedding.ndim != 2 or embedding.shape[0] != 1:
+            raise ExportError(f"temporal returned shape {tuple(embedding.shape)}, expected (1, D)")
+        embedding_dim = int(embedding.shape[1])
+    weight, bias = _as_tensor(head_weight, "head weight"), _as_tensor(head_bias, "head bias")
+    _check_head(weight, bias, class_names, embedding_dim)
+    head = _ActionHead(weight, bias).eval()
+
+    modules: dict[str, nn.Module] = {
+        FRAME_ENCODER: _FrameEncoderGraph(model.frame_encoder, cast_raw).eval(),
+        TEMPORAL: _TemporalGraph(model.temporal, head).eval(),
+        WHOLE_WINDOW: _WholeWindowGraph(model, head, cast_raw).eval(),
+    }
+    float_modules: dict[str, nn.Module] = {
+        FRAME_ENCODER: _FrameEncoderGraph(model.frame_encoder, False).eval(),
+        TEMPORAL: modules[TEMPORAL],
+        WHOLE_WINDOW: _WholeWindowGraph(model, head, False).eval(),
+    }
+    examples: dict[str, np.ndarray] = {
+        FRAME_ENCODER: frames[:, -1].copy(),
+        TEMPORAL: feats.unsqueeze(0).numpy().astype(np.float32),
+        WHOLE_WINDOW: frames.copy(),
+    }
+    io = {
+        FRAME_ENCODER: ("frame", ["features"]),
+        TEMPORAL: ("features", ["embedding", "probabilities"]),
+        WHOLE_WINDOW: ("frames", ["embedding", "probabilities"]),
+    }
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        cast_raw = frame_dtype != "float32"
-        rng = np.random.default_rng(seed)
-        raw_np = _NUMPY_DTYPES[frame_dtype]
-        frames = rng.integers(0, _RAW_MAX[frame_dtype], size=(1, window, h, w), endpoint=True).astype(raw_np)
-        with torch.inference_mode():
-            feats = model.frame_encoder(torch.from_numpy(frames[0].astype(np.float32)))
-            if feats.ndim != 2 or feats.shape[0] != window:
-                raise ExportError(f"frame_encoder returned shape {tuple(feats.shape)}, expected ({window}, F)")
-            feature_dim = int(feats.shape[1])
-            embedding = model.temporal(feats.unsqueeze(0))
-            if embedding.ndim != 2 or embedding.shape[0] != 1:
-                raise ExportError(f"temporal returned shape {tuple(embedding.shape)}, expected (1, D)")
-            embedding_dim = int(embedding.shape[1])
-        weight, bias = _as_tensor(head_weight, "head weight"), _as_tensor(head_bias, "head bias")
-        _check_head(weight, bias, class_names, embedding_dim)
-        head = _ActionHead(weight, bias).eval()
+        os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private; the daemon may run as another user
+        steps = [(g, "onnx") for g in GRAPHS] + ([(g, "pt2") for g in GRAPHS] if include_pt2 else [])
+        bar = tqdm(steps, desc="export", unit="graph", disable=not progress)
+        for graph, kind in bar:
+            bar.set_postfix_str(f"{graph}.{kind}")
+            example = examples[graph]
+            if kind == "onnx":
+                float_example = torch.from_numpy(example.astype(np.float32))
+                path = tmp_dir / f"{graph}.onnx"
+                input_name, outputs = io[graph]
+                _export_onnx(float_modules[graph], float_example, path, input_name, outputs)
+                if cast_raw and graph != TEMPORAL:
+                    prepend_raw_cast(path, input_name, frame_dtype)
+            else:
+                _export_pt2(modules[graph], torch.from_numpy(example), tmp_dir / f"{graph}.pt2")
+        bar.close()
 
-        modules: dict[str, nn.Module] = {
-            FRAME_ENCODER: _FrameEncoderGraph(model.frame_encoder, cast_raw).eval(),
-            TEMPORAL: _TemporalGraph(model.temporal, head).eval(),
-            WHOLE_WINDOW: _WholeWindowGraph(model, head, cast_raw).eval(),
-        }
-        float_modules: dict[str, nn.Module] = {
-            FRAME_ENCODER: _FrameEncoderGraph(model.frame_encoder, False).eval(),
-            TEMPORAL: modules[TEMPORAL],
-            WHOLE_WINDOW: _WholeWindowGraph(model, head, False).eval(),
-        }
-        examples: dict[str, np.ndarray] = {
-            FRAME_ENCODER: frames[:, -1].copy(),
-            TEMPORAL: feats.unsqueeze(0).numpy().astype(np.float32),
-            WHOLE_WINDOW: frames.copy(),
-        }
-        io = {
-            FRAME_ENCODER: ("frame", ["features"]),
-            TEMPORAL: ("features", ["embedding", "probabilities"]),
-            WHOLE_WINDOW: ("frames", ["embedding", "probabilities"]),
-        }
-
-        tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-        try:
-            os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private; the daemon may run as another user
-            steps = [(g, "onnx") for g in GRAPHS] + ([(g, "pt2") for g in GRAPHS] if include_pt2 else [])
-            bar = tqdm(steps, desc="export", unit="graph", disable=not progress)
-            for graph, kind in bar:
-                bar.set_postfix_str(f"{graph}.{kind}")
-                example = examples[graph]
-                if kind == "onnx":
-                    float_example = torch.from_numpy(example.astype(np.float32))
-                    path = tmp_dir / f"{graph}.onnx"
-                    input_name, outputs = io[graph]
-                    _export_onnx(float_modules[graph], float_example, path, input_name, outputs)
-                    if cast_raw and graph != TEMPORAL:
-                        prepend_raw_cast(path, input_name, frame_dtype)
-                else:
-                    _export_pt2(modules[graph], torch.from_numpy(example), tmp_dir / f"{graph}.pt2")
-            bar.close()
-
-            diffs = _onnx_parity(tmp_dir, modules, examples)
-            worst = max(diffs.values())
-            if not worst <= parity_tolerance:  # also catches NaN
-                raise ExportError(
-                    f"ONNX graphs disagree with the PyTorch model: max abs difference {worst:.3g} > "
-                    f"{parity_tolerance:g} ({diffs}); the bundle was not written"
-                )
-
-            files = {p.name: sha256_file(p) for p in sorted(tmp_dir.iterdir()) if p.is_file()}
-            prov: dict[str, Any] = {
-                "project_version": _project_version(),
-                "git_commit": _git_commit(),
-                "exported_with": _tool_versions(),
-            }
-            prov.update(provenance or {})
-            manifest = Manifest(
-                schema_version=SCHEMA_VERSION,
-                model_id=compute_model_id(files),
-                created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                model_name=model_name or getattr(model, "registry_name", type(model).__name__),
-                model_args=dict(model_args if model_args is not None else getattr(model, "model_args", {})),
-                window=window,
-                frame_rate_hz=float(frame_rate_hz),
-                frame_shape=(h, w),
-                frame_dtype=frame_dtype,  # type: ignore[arg-type]
-                feature_dim=feature_dim,
-                embedding_dim=embedding_dim,
-                class_names=tuple(class_names),
-                preprocessing=dict(preprocessing if preprocessing is not None else _model_preprocessing(model)),
-                provenance=Provenance.model_validate(prov),
-                export_check=diffs,
-                files=files,
+        diffs = _onnx_parity(tmp_dir, modules, examples)
+        worst = max(diffs.values())
+        if not worst <= parity_tolerance:  # also catches NaN
+            raise ExportError(
+                f"ONNX graphs disagree with the PyTorch model: max abs difference {worst:.3g} > "
+                f"{parity_tolerance:g} ({diffs}); the bundle was not written"
             )
-            _fsync_tree(tmp_dir)
-            write_manifest(tmp_dir, manifest)
-            load_bundle(tmp_dir)  # the reader's own checks, before anyone can see the bundle
-            _publish(tmp_dir, out_dir, overwrite)
-        except BaseException:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-            raise
-    finally:
-        model.train(was_training)
+
+        files = {p.name: sha256_file(p) for p in sorted(tmp_dir.iterdir()) if p.is_file()}
+        prov: dict[str, Any] = {
+            "project_version": _project_version(),
+            "git_commit": _git_commit(),
+            "exported_with": _tool_versions(),
+        }
+        prov.update(provenance or {})
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            model_id=compute_model_id(files),
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            model_name=model_name or getattr(model, "registry_name", type(model).__name__),
+            model_args=dict(model_args if model_args is not None else getattr(model, "model_args", {})),
+            window=window,
+            frame_rate_hz=float(frame_rate_hz),
+            frame_shape=(h, w),
+            frame_dtype=frame_dtype,  # type: ignore[arg-type]
+            feature_dim=feature_dim,
+            embedding_dim=embedding_dim,
+            class_names=tuple(class_names),
+            preprocessing=dict(preprocessing if preprocessing is not None else _model_preprocessing(model)),
+            provenance=Provenance.model_validate(prov),
+            export_check=diffs,
+            files=files,
+        )
+        _fsync_tree(tmp_dir)
+        write_manifest(tmp_dir, manifest)
+        load_bundle(tmp_dir)  # the reader's own checks, before anyone can see the bundle
+        _publish(tmp_dir, out_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
     bundle = load_bundle(out_dir)
     log.info(
         "bundle exported", path=str(out_dir), model_id=bundle.model_id[:12], window=window,

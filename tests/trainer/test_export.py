@@ -218,11 +218,14 @@ def test_failure_midway_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytes
 
 
 def test_onnx_pytorch_disagreement_refuses_the_bundle(tmp_path: Path) -> None:
-    """The export's own parity check guards the daemon; a tolerance nothing can meet proves it bites."""
-    weight, bias = _head(np.random.default_rng(0))
+    """The export's own parity check guards the daemon; a tolerance nothing can meet proves it bites.
+    Also: a head straight from nn.Linear (requires grad) is taken, and the caller's model keeps its mode."""
+    head = torch.nn.Linear(6, len(CLASSES))
+    model = _model().train()
     with pytest.raises(ExportError, match="disagree with the PyTorch model"):
-        export_model(_model(), weight, bias, CLASSES, tmp_path / "b", 30.0, include_pt2=False, parity_tolerance=-1.0)
+        export_model(model, head.weight, head.bias, CLASSES, tmp_path / "b", 30.0, include_pt2=False, parity_tolerance=-1.0)
     assert list(tmp_path.iterdir()) == []
+    assert model.training
 
 
 def test_publish_replaces_an_old_bundle_only_when_asked(tmp_path: Path) -> None:
