@@ -11,7 +11,9 @@
   same pooled frame, log1p then z-scored per pixel within the session (standard preprocessing
   for CEBRA on imaging data; it uses no labels). Behaviour: the pose at each neural frame,
   centred on its joint mean and scaled by the trial's RMS joint spread (removes position and
-  limb-length scale), flattened. The embedding of window t is CEBRA's embedding at frame t.
+  limb-length scale), flattened. The embedding of window t is CEBRA's embedding whose
+  receptive field ends at frame t (its model is centred, so that is the one at t - 4 for
+  'offset10-model'): like every other method, it sees no frame after the window.
   Settings (`CebraSettings`) are small so it fits on a CPU in minutes; they are recorded in
   the report.
 """
@@ -59,6 +61,22 @@ def normalise_pose(pose: np.ndarray) -> np.ndarray:
     return (centred / scale).reshape(pose.shape[0], -1).astype(np.float32)
 
 
+def _receptive_field(settings: CebraSettings):  # type: ignore[no-untyped-def]
+    import cebra.models
+
+    return cebra.models.init(
+        settings.model_architecture, num_neurons=1, num_units=settings.num_hidden_units,
+        num_output=settings.output_dimension,
+    ).get_offset()
+
+
+def _causal(per_frame: np.ndarray, shift: int) -> np.ndarray:
+    """Row t <- row t - shift (the first rows repeat row 0): embeddings whose field ends at t."""
+    if shift <= 0:
+        return per_frame
+    return np.concatenate([np.repeat(per_frame[:1], shift, axis=0), per_frame[:-shift]])
+
+
 def _session_inputs(tables: list[TrialTable]) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     animals = sorted({t.animal for t in tables})
     neural, behaviour = [], []
@@ -94,6 +112,9 @@ def cebra_windows(
         temperature=settings.temperature, time_offsets=settings.time_offsets,
         conditional=settings.conditional, device=settings.device, verbose=progress,
     )
+    # CEBRA's receptive field is centred (offset10: frames c-5 .. c+4); reading the embedding at
+    # c = t - (right - 1) makes it end at frame t, so no method sees frames after the window.
+    shift = _receptive_field(settings).right - 1
     start = time.perf_counter()
     threads_before = torch.get_num_threads()
     # CEBRA's small 1-D convolutions ran several times faster on one thread than on two on a
@@ -112,13 +133,13 @@ def cebra_windows(
                 mine = [t for t in tables if t.animal == animal]
                 offsets = np.cumsum([0] + [t.pooled.shape[0] for t in mine])
                 for t, lo, hi in zip(mine, offsets[:-1], offsets[1:]):
-                    per_frame[t.key] = np.asarray(emb[lo:hi], dtype=np.float32)
+                    per_frame[t.key] = _causal(np.asarray(emb[lo:hi], dtype=np.float32), shift)
     finally:
         torch.set_num_threads(threads_before)
     ws = windows_from_frames(tables, [per_frame[t.key] for t in tables], window, flatten_window=False)
     # Each iteration draws batch_size reference samples (plus as many positives and negatives).
     info = {
-        "settings": asdict(settings), "seed": seed, "fit_s": fit_s,
+        "settings": asdict(settings), "seed": seed, "fit_s": fit_s, "causal_shift_frames": shift,
         "train_samples_per_s": settings.max_iterations * settings.batch_size / fit_s,
     }
     return ws, info

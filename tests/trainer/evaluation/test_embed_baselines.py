@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainer.data.recording import list_trials, open_trial
-from trainer.evaluation.baselines import CebraSettings, cebra_windows, normalise_pose, raw_linear_windows
+from trainer.evaluation.baselines import CebraSettings, _causal, cebra_windows, normalise_pose, raw_linear_windows
 from trainer.evaluation.embed import block_pool, encoder_windows, load_encoder, load_tables
 from trainer.evaluation.windows import EvaluationError
 from trainer.models import build_model
@@ -58,6 +58,12 @@ def test_pose_normalisation_removes_position_and_scale() -> None:
     np.testing.assert_allclose(normalise_pose(pose), normalise_pose(moved), atol=1e-5)
 
 
+def test_cebra_embeddings_are_read_where_their_field_ends_at_the_window() -> None:
+    per_frame = np.arange(8, dtype=np.float32)[:, None]
+    np.testing.assert_array_equal(_causal(per_frame, 4).ravel(), [0, 0, 0, 0, 0, 1, 2, 3])
+    np.testing.assert_array_equal(_causal(per_frame, 0), per_frame)
+
+
 @pytest.mark.slow  # importing cebra alone takes ~10 s (torch dynamo), more on a busy machine
 def test_cebra_peer_gives_one_embedding_per_window(trainer_dataset: Path) -> None:
     tables = load_tables(trainer_dataset, pooled_short_side=8, progress=False)
@@ -66,6 +72,7 @@ def test_cebra_peer_gives_one_embedding_per_window(trainer_dataset: Path) -> Non
     assert ws.features.shape == (6 * 61, 4)
     assert np.isfinite(ws.features).all()
     assert info["settings"]["max_iterations"] == 5 and info["fit_s"] > 0
+    assert info["causal_shift_frames"] == 4  # offset10-model: field c-5..c+4
     assert torch.get_num_threads() >= 1
     with pytest.raises(EvaluationError, match=">= 2 animals"):
         cebra_windows([t for t in tables if t.animal == tables[0].animal], window=4, settings=settings, progress=False)
