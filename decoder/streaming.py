@@ -2,7 +2,8 @@
 
 Per-frame features go into a ring buffer stored twice over (2W rows; frame i is written to
 row i and row i + W), so the last W features, oldest first, are always one contiguous slice:
-`ring[head : head + W]`. No copy, no `np.roll`, nothing allocated per frame.
+`ring[head : head + W]` (the W such views are made once). No copy, no `np.roll`, nothing
+allocated per frame.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class StreamingDecoder:
         self.backend = backend
         self.window = int(window)
         self._ring = np.zeros((2 * self.window, bundle.feature_dim), dtype=np.float32)
+        # the W possible windows as views made once, so a push does not even create a view
+        self._windows = [self._ring[i : i + self.window] for i in range(self.window)]
         self._head = 0  # row the next frame's features go to, in [0, window)
         self._fill = 0
         self.last_embedding: np.ndarray | None = None
@@ -56,7 +59,7 @@ class StreamingDecoder:
             self._fill += 1
             if self._fill < w:
                 return None
-        embedding, probabilities = self._decode(self._ring[head : head + w])
+        embedding, probabilities = self._decode(self._windows[head])
         self.last_embedding = embedding
         return probabilities
 
