@@ -117,7 +117,7 @@ class Manifest(BaseModel):
     def _plain_names_and_hashes(cls, v: dict[str, str]) -> dict[str, str]:
         for name, digest in v.items():
             # a bundle names only its own files: no directories, no way out of the bundle
-            if not name or "/" in name or "\\" in name or name in (".", "..") or name == MANIFEST_NAME:
+            if not name or any(c in name for c in "/\\\0") or name in (".", "..") or name == MANIFEST_NAME:
                 raise ValueError(f"file name {name!r} is not a plain file name of the bundle")
             if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
                 raise ValueError(f"sha256 of {name!r} is not 64 lowercase hex digits: {digest!r}")

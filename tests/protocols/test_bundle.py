@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from protocols.bundle import (
@@ -293,3 +296,25 @@ def test_manifest_round_trips_through_json(valid_bundle: Path) -> None:
     assert manifest.graph_signature("whole_window")["inputs"] == [("frames", "uint16", (1, WINDOW, H, W_PX))]
     with pytest.raises(KeyError, match="unknown graph"):
         manifest.graph_signature("decoder")
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(field=st.sampled_from(sorted(Manifest.model_fields) + ["extra"]), value=_json_values)
+def test_any_manifest_edit_is_accepted_or_refused_with_a_bundle_error(valid_bundle: Path, field: str, value: object) -> None:
+    """Fuzz: whatever a field is replaced with, loading either works or raises BundleError; never
+    another exception (the daemon reports a BundleError cleanly and keeps the old model)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = Path(tmp) / "b"
+        shutil.copytree(valid_bundle, bundle)
+        _edit_manifest(bundle, lambda raw: raw.__setitem__(field, value))
+        try:
+            load_bundle(bundle)
+        except BundleError as exc:
+            assert str(exc)
