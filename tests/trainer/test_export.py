@@ -246,3 +246,39 @@ def test_cli_prints_the_bundle_summary(exported) -> None:
     summary = json.loads((root / "stdout.json").read_text())
     assert summary["window"] == 3 and summary["class_names"] == CLASSES
     assert summary["export_check_max_abs_diff"] <= export.PARITY_TOLERANCE
+
+
+def test_trained_checkpoint_exports_and_serves(trainer_dataset: Path, fast_overrides: list[str], tmp_path: Path) -> None:
+    """The whole path on a real (tiny) training run: train -> export -> load -> stream on ONNX
+    Runtime, agreeing with the trained encoder and its fitted head."""
+    from decoder.backends import create_backend
+    from decoder.streaming import StreamingDecoder
+    from trainer.config import load_config
+    from trainer.train import train
+
+    result = train(load_config("tiny", fast_overrides), trainer_dataset, tmp_path / "run")
+    assert cli_main(["export", "--checkpoint", str(result.checkpoint), "--out", str(tmp_path / "bundle")]) == 0
+    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.manifest.provenance.dataset_fingerprint == ckpt["dataset_fingerprint"]
+    assert list(bundle.class_names) == list(ckpt["class_names"])
+    model = build_model(ckpt["model_name"], **ckpt["model_args"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    backend = create_backend("onnxruntime", bundle)
+    try:
+        stream = StreamingDecoder(backend)
+        w = bundle.window
+        frames = np.random.default_rng(5).integers(0, 3000, size=(w + 6, *bundle.frame_shape)).astype(np.uint16)
+        worst = 0.0
+        for i, frame in enumerate(frames):
+            probabilities = stream.push(frame)
+            if probabilities is None:
+                continue
+            with torch.inference_mode():
+                embedding = model(torch.from_numpy(frames[i - w + 1 : i + 1].astype(np.float32))[None])
+                expected = torch.softmax(embedding @ ckpt["head"]["weight"].T + ckpt["head"]["bias"], dim=-1)[0]
+            worst = max(worst, float(np.abs(probabilities - expected.numpy()).max()))
+        assert worst <= 1e-4, worst
+    finally:
+        backend.close()
