@@ -336,7 +336,9 @@ def run(args: argparse.Namespace) -> int:
     if load_at_start is not None:  # a shared machine inflates tails: say how busy it was
         report["machine"]["load_average_1m_at_start"] = load_at_start
         report["machine"]["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
-    report["method"] = {
+    # top level holds only backends, "model" and "machine" (the shape); how it was
+    # measured and what could not run here go with the machine
+    report["machine"]["measurement"] = {
         "timed_frames_per_mode": args.frames,
         "warmup_frames_per_mode": args.warmup,
         "interleaved_block": args.block,
@@ -345,8 +347,7 @@ def run(args: argparse.Namespace) -> int:
         "streaming": "StreamingDecoder.push(frame): encode one frame + temporal part over the ring buffer",
         "whole_window": "backend.infer_whole_window(last W frames) per frame (no copy to assemble the window)",
     }
-    if skipped:
-        report["skipped"] = skipped
+    report["machine"]["skipped_backends"] = skipped
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")

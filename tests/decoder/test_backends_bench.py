@@ -42,6 +42,8 @@ def test_bench_writes_the_issue_shaped_report(cli, tiny_bundle, tmp_path: Path, 
     assert report["model"]["window"] == tiny_bundle.window
     assert report["model"]["input_shape"] == list(tiny_bundle.frame_shape)
     assert report["machine"]["cpus"] >= 1 and "gpu" in report["machine"]
+    assert set(report) == {"onnxruntime", "torch", "model", "machine"}  # the issue's shape
+    assert report["machine"]["measurement"]["timed_frames_per_mode"] == 60
     assert (out.with_suffix(".png")).stat().st_size > 0
     table = capsys.readouterr().out
     assert "onnxruntime  streaming" in table and "whole/stream" in table
