@@ -117,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
         window = None
         encoders = {}
         for method in [m for m in TRAINED_METHODS if m in args.methods]:
+            # Pooled frames are cached once in the work folder and shared by every method's run.
             cfg = load_config(args.preset, [f"method={method}", f"seed={args.train_seed}",
-                                            f"progress={'true' if progress else 'false'}", *args.overrides])
+                                            f"progress={'true' if progress else 'false'}",
+                                            f"data.cache_dir={work / 'cache'}", *args.overrides])
             ckpt_path = work / method / CHECKPOINT
             t0 = time.perf_counter()
             if args.reuse and ckpt_path.is_file():

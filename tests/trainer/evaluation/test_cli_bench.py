@@ -1,0 +1,44 @@
+"""`actionloop bench-train` end to end with tiny settings (slow: trains four methods and CEBRA)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tools.cli import main
+
+ISSUE_KEYS = {"dataset", "chance", "multi_animal", "single_animal", "identity", "spread",
+              "train_throughput_windows_per_s"}
+METHODS = {"raw_linear", "simclr", "regression", "contrastive_noswap", "ours", "cebra"}
+
+
+@pytest.mark.slow
+def test_bench_train_writes_the_issue_shape(tmp_path: Path, trainer_dataset: Path, fast_overrides: list[str]) -> None:
+    out = tmp_path / "bench" / "train.json"
+    sets = [a for o in fast_overrides for a in ("--set", o)]
+    rc = main(["bench-train", "--preset", "tiny", "--data", str(trainer_dataset), "--out", str(out),
+               "--work", str(tmp_path / "runs"), "--seeds", "0", "--cebra-iterations", "3",
+               "--projection", "pca", "--no-progress", *sets])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert ISSUE_KEYS <= set(result)
+    for proto in ("multi_animal", "single_animal", "identity"):
+        assert set(result[proto]) == METHODS
+        assert all(set(v) == {"0.5", "1.0"} for v in result[proto].values())
+        assert all(0.0 <= x <= 100.0 for v in result[proto].values() for x in v.values())
+        assert set(result["spread"][proto]) == METHODS
+    assert result["dataset"]["animals"] == 3 and result["dataset"]["trials"] == 6
+    assert result["train_throughput_windows_per_s"]["raw_linear"] is None
+    assert result["train_throughput_windows_per_s"]["ours"] > 0
+    assert "| Pose-guided contrastive + swapping (ours) |" in out.with_suffix(".md").read_text()
+    report = out.with_name("train-report")
+    assert {"report.json", "report.md", "confusion_ours.png", "embedding_ours.png"} <= {p.name for p in report.iterdir()}
+    # A second run reuses the checkpoints instead of training again.
+    rc = main(["bench-train", "--preset", "tiny", "--data", str(trainer_dataset), "--out", str(out),
+               "--work", str(tmp_path / "runs"), "--seeds", "0", "--methods", "ours", "raw_linear", "--reuse",
+               "--projection", "pca", "--no-progress", *sets])
+    assert rc == 0
+    again = json.loads(out.read_text())
+    assert again["multi_animal"]["ours"] == result["multi_animal"]["ours"]
