@@ -37,6 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="bench/train.json", help="results JSON (the markdown table goes next to it)")
     parser.add_argument("--preset", choices=["bench", "tiny"], default="bench",
                         help="simulator preset and training preset (default: bench)")
+    parser.add_argument("--train-config", default=None,
+                        help="training preset or TOML for every trained method (default: the same as --preset)")
     parser.add_argument("--data", default=None, help="dataset directory; simulated there if it holds no trials "
                         "(default: bench/work/data-<preset>)")
     parser.add_argument("--sim-seed", type=int, default=0, help="simulator seed when the dataset is simulated")
@@ -104,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work or f"bench/work/runs/{args.preset}")
     report_dir = out.with_name(f"{out.stem}-report")
     settings = ProtocolSettings(seeds=tuple(args.seeds))
+    train_config = args.train_config or args.preset
     timings: dict[str, float] = {}
     try:
         t0 = time.perf_counter()
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         encoders = {}
         for method in [m for m in TRAINED_METHODS if m in args.methods]:
             # Pooled frames are cached once in the work folder and shared by every method's run.
-            cfg = load_config(args.preset, [f"method={method}", f"seed={args.train_seed}",
+            cfg = load_config(train_config, [f"method={method}", f"seed={args.train_seed}",
                                             f"progress={'true' if progress else 'false'}",
                                             f"data.cache_dir={work / 'cache'}", *args.overrides])
             ckpt_path = work / method / CHECKPOINT
@@ -138,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
             encoders[method] = encoder
         if encoders:
             sets.update(encoders_windows(encoders, data, progress=progress))
-        window = window or load_config(args.preset).model.window
+        window = window or load_config(train_config).model.window
         extra_info: dict[str, Any] = {}
         if "raw_linear" in args.methods or "cebra" in args.methods:
             tables = load_tables(data, progress=progress)
@@ -162,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     timings["total_s"] = time.perf_counter() - started
     summaries = {m: r.summary()["accuracy"] for m, r in results.items()}
     chance = next(iter(results.values())).summary()["chance"]
-    meta = {"preset": args.preset, "train_seed": args.train_seed, "overrides": args.overrides, "timings": timings,
+    meta = {"preset": args.preset, "train_config": train_config, "train_seed": args.train_seed, "overrides": args.overrides, "timings": timings,
             "baselines": extra_info, "command": " ".join(["actionloop", *sys.argv[1:]])}
     figure_methods = tuple(m for m in ("ours", "raw_linear") if m in sets)
     write_reports(report_dir, sets, results, settings, meta, figure_methods=figure_methods,
@@ -175,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
     })
     write_json_atomic(out, payload)
     table = markdown_tables(summaries, chance, title=f"Trainer benchmark ({args.preset} preset: "
-                            f"{dataset['animals']} animals, {dataset['trials']} trials, {dataset['frames']} frames)")
+                            f"{dataset['animals']} animals, {dataset['trials']} trials, {dataset['frames']} frames; "
+                            f"training config {train_config})")
     thr = "\n".join(
         f"| {m} | {throughput[m]:.0f} | {epoch_s[m]:.1f} |" if throughput.get(m) and epoch_s.get(m) else
         f"| {m} | {throughput[m]:.0f} (frames/s) | – |" if throughput.get(m) else f"| {m} | – | – |"
