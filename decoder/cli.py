@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import sys
+import threading
 from pathlib import Path
 
 import structlog
@@ -17,7 +20,8 @@ from protocols.logconfig import configure_logging
 
 log = structlog.get_logger(__name__)
 
-EX_CONFIG = 78  # sysexits.h: the unit file tells systemd not to restart on a configuration error
+EX_CONFIG = 78
+ABANDONABLE_THREADS = ("load-model", "reload-model", "inference")  # sysexits.h: the unit file tells systemd not to restart on a configuration error
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -40,17 +44,33 @@ def run(args: argparse.Namespace) -> int:
 
 def run_service(settings: DecoderSettings) -> int:
     """Run the daemon until it is stopped. 0: clean stop; 78: configuration or bundle error
-    (restarting will not help); 1: startup failed otherwise, or a task crashed."""
+    (restarting will not help); 1: startup failed otherwise, or a task crashed.
+    May not return (os._exit) when native work had to be abandoned."""
     from decoder.service import DecoderService, StartupError
 
     service = DecoderService(settings)
+    code = 0
     try:
         asyncio.run(service.serve())
     except StartupError as exc:
         log.error("startup failed", error=str(exc))
-        return exc.exit_code
+        code = exc.exit_code
     except BaseExceptionGroup:
-        return 1  # the service logged the traceback
+        code = 1  # the service logged the traceback
     except KeyboardInterrupt:  # a SIGINT before the handlers were installed
-        return 130
-    return 0
+        code = 130
+    _exit_now_if_native_work_is_abandoned(code)
+    return code
+
+
+def _exit_now_if_native_work_is_abandoned(code: int) -> None:
+    """A model load interrupted by SIGTERM, or an inference call that never returned, is still
+    running native code (ONNX Runtime, TensorRT) on a daemon thread. Normal interpreter exit
+    would tear that library down under it and abort; leave without running finalisers instead
+    (sockets and the decision log are already closed)."""
+    busy = [t.name for t in threading.enumerate() if t.daemon and t.is_alive() and t.name in ABANDONABLE_THREADS]
+    if busy:
+        log.warning("exiting without waiting for abandoned work", threads=busy)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

@@ -39,7 +39,7 @@ from decoder.security import Curve, SecurityError
 from decoder.settings import DecoderSettings
 from decoder.stats import Counters, LatencyWindow, RateLimiter
 from decoder.systemd import SystemdNotifier
-from decoder.worker import InferenceThread, LatestSlot
+from decoder.worker import InferenceThread, LatestSlot, run_in_daemon_thread
 from protocols.bundle import BundleError
 from protocols.codec import decode_frame
 from protocols.errors import ProtocolError
@@ -137,8 +137,16 @@ class DecoderService:
             raise StartupError("no model bundle configured: set model.bundle (or ACTIONLOOP_MODEL__BUNDLE)", 78)
         log.info("starting", bundle=str(s.model.bundle), backend=s.backend.name, mode=s.backend.mode, pid=os.getpid())
         self._notifier.status("loading model")
+        load = asyncio.ensure_future(run_in_daemon_thread(self._load_model, s.model.bundle, s.backend, name="load-model"))
+        stop = asyncio.ensure_future(self._should_exit.wait())
+        await asyncio.wait({load, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not load.done():  # told to stop while loading (a TensorRT build can take minutes)
+            load.cancel()
+            log.info("startup interrupted by a shutdown request")
+            return
         try:
-            model = await asyncio.to_thread(self._load_model, s.model.bundle, s.backend)
+            model = load.result()
         except BundleError as exc:  # the bundle itself is wrong: restarting will not help
             raise StartupError(f"cannot load model bundle {s.model.bundle}: {exc}", 78) from exc
         except Exception as exc:  # backend could not load it (GPU busy, ...): a restart may help
@@ -442,7 +450,12 @@ class DecoderService:
             delta = {k: now[k] - previous[k] for k in ("frames_received", "frames_decoded", "frames_skipped", "frames_lost")}
             bad = sum(now[k] - previous[k] for k in ("malformed_messages", "wrong_shape_frames", "non_finite_frames"))
             previous = now
-            log.info("summary", interval_s=interval, state=self.state, bad_input=bad, **delta, **self._latency_summary())
+            latency = self._latency_summary()
+            log.info("summary", interval_s=interval, state=self.state, bad_input=bad, **delta, **latency)
+            self._notifier.status(
+                f"{self.state}: {now['frames_decoded']} frames decoded, {now['frames_skipped']} skipped, "
+                f"{now['frames_lost']} lost; p99 {latency.get('p99_us', 0.0):.0f} us"
+            )
 
     def _latency_summary(self) -> dict[str, float]:
         summary = self.latency.percentiles_us()
@@ -533,7 +546,7 @@ class DecoderService:
             raise ControlRefused("the daemon is stopping")
         log.info("reload requested", bundle=str(bundle))
         try:
-            new = await asyncio.to_thread(self._load_model, bundle, self.settings.backend)
+            new = await run_in_daemon_thread(self._load_model, bundle, self.settings.backend, name="reload-model")
         except Exception as exc:
             self.counters.reloads_refused += 1
             log.warning("reload refused: bundle does not load", bundle=str(bundle), error=str(exc))

@@ -132,3 +132,29 @@ class InferenceThread:
         self._queue.put(_STOP)
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+
+async def run_in_daemon_thread(fn: Callable[..., T], *args: Any, name: str) -> T:
+    """``await`` a blocking call on a fresh daemon thread (model loading, engine builds).
+
+    Unlike ``asyncio.to_thread`` the thread never holds up the interpreter's exit: a daemon
+    told to stop while it loads a model stops now instead of after the load.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def target() -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        try:
+            loop.call_soon_threadsafe(_resolve, future, result, error)
+        except RuntimeError:
+            pass  # the loop is gone: nobody is waiting any more
+
+    threading.Thread(target=target, name=name, daemon=True).start()
+    return await future
+

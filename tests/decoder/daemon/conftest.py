@@ -57,7 +57,13 @@ def _export(out: Path, seed: int, frame_dtype: str) -> Path:
     generator = torch.Generator().manual_seed(seed)
     weight = torch.randn(len(ACTION_NAMES), 8, generator=generator) * 2.0 / std
     bias = -(weight @ mean)
-    export_model(model, weight, bias, ACTION_NAMES, out, FRAME_RATE_HZ, frame_dtype=frame_dtype, include_pt2=False)
+    # Weights ~1000 turn float rounding of the embedding (~1e-6) into ~1e-3 in probabilities, so
+    # the export's ONNX-vs-PyTorch check gets a looser bound here; the daemon tests compare the
+    # daemon with the same ONNX backend offline, bit for bit.
+    export_model(
+        model, weight, bias, ACTION_NAMES, out, FRAME_RATE_HZ, frame_dtype=frame_dtype, include_pt2=False,
+        parity_tolerance=1e-2,
+    )
     return out
 
 

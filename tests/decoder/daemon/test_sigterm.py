@@ -144,3 +144,45 @@ def test_bad_config_exits_with_ex_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 78
     assert "policy.min_confidence" in result.stderr
+
+
+def test_sigterm_while_loading_the_model_stops_at_once(daemon_bundle: Path, tmp_path: Path) -> None:
+    """A long start-up (here: an absurd warm-up, on a rig: a TensorRT build) is interruptible."""
+    config = tmp_path / "decoder.toml"
+    _write_config(config, daemon_bundle, "tcp://127.0.0.1:1", tmp_path / "d.msgpack")
+    proc = _start(config, ACTIONLOOP_BACKEND__WARMUP_FRAMES="1000000")
+    assert proc.stderr is not None
+    try:
+        lines = []
+        for raw in proc.stderr:
+            lines.append(json.loads(raw))
+            if lines[-1]["event"] == "starting":
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = proc.wait(timeout=20)
+        lines += [json.loads(raw) for raw in proc.stderr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert code == 0
+    assert time.monotonic() - started < 10
+    events = [line["event"] for line in lines]
+    assert "startup interrupted by a shutdown request" in events and "ready" not in events
+
+
+def test_a_second_signal_exits_immediately(monkeypatch: Any, tmp_path: Path) -> None:
+    from decoder import service as service_module
+    from decoder.service import DecoderService
+    from decoder.settings import load_settings
+
+    exits: list[int] = []
+    monkeypatch.setattr(service_module.os, "_exit", exits.append)
+    service = DecoderService(load_settings(decision_log={"path": tmp_path / "d.msgpack"}))
+    service._on_signal(signal.SIGTERM)
+    assert service._should_exit.is_set() and exits == []
+    service._on_signal(signal.SIGINT)
+    assert exits == [1]
