@@ -4,16 +4,18 @@ Format: a msgpack stream. The first object of every file is a map
 ``{"actionloop_decision_log": 1, "created_ns": <time_ns>}``; each following object is an array of
 the message's wire parts exactly as they went out on the socket (``[topic, header]``, both
 binary), so a record is decoded with ``protocols.codec.decode`` and the log defines no second
-format. Each record goes to the kernel with one unbuffered ``write`` right after the socket
-send: a SIGTERM, a crash or SIGKILL of the daemon loses nothing already written (power loss can
-still drop what the page cache held). Files rotate by size: ``decisions.msgpack`` is the
-current one, ``.1`` the previous, up to ``keep`` of them.
+format. Records reach the kernel within a few milliseconds of the socket send (a writer
+thread batches them, so a slow disk never stalls decoding): a SIGTERM loses nothing, a crash or
+SIGKILL at most the last few ms (power loss can still drop what the page cache held). Files
+rotate by size: ``decisions.msgpack`` is the current one, ``.1`` the previous, up to ``keep``.
 """
 
 from __future__ import annotations
 
+import collections
 import io
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -46,27 +48,92 @@ def rotated_paths(path: Path) -> list[Path]:
 
 
 class DecisionLogWriter:
-    """Appends records; rotates by size. Write errors are counted and logged, never raised:
-    publishing decisions to the rig matters more than recording them."""
+    """Appends records from the event loop; a writer thread puts them in the file.
 
-    def __init__(self, path: Path, rotate_bytes: int, keep: int) -> None:
+    ``append`` only packs the record and queues it (no system call, no disk wait on the hot
+    path). The writer thread wakes when records arrive, lets ``flush_interval_s`` of them
+    gather, and writes them with one unbuffered ``write``: a crash or SIGKILL loses at most the
+    last ``flush_interval_s``; ``close`` (a clean shutdown, SIGTERM) writes everything and
+    fsyncs. A disk that stalls or fails never blocks decoding: write errors are counted and
+    logged, and if the backlog exceeds ``max_pending`` records new ones are dropped and counted.
+    Files rotate by size, in the writer thread.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        rotate_bytes: int,
+        keep: int,
+        *,
+        flush_interval_s: float = 0.002,
+        max_pending: int = 100_000,
+    ) -> None:
         self.path = Path(path)
         self.rotate_bytes = rotate_bytes
         self.keep = keep
+        self.flush_interval_s = flush_interval_s
+        self.max_pending = max_pending
         self.records_written = 0
+        self.records_dropped = 0
         self.write_errors = 0
-        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # used by append's thread only
+        self._pending: collections.deque[bytes] = collections.deque()  # append/popleft are thread-safe
         self._file: io.FileIO | None = None
         self._size = 0
+        self._io_lock = threading.Lock()  # the file: writer thread vs flush()/close()
+        self._wake = threading.Event()
+        self._closing = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._open()  # errors here (read-only directory, ...) are startup errors: raised
+        self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
+        self._thread.start()
 
     def _open(self) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self._file = io.FileIO(fd, "ab", closefd=True)
         self._size = os.fstat(fd).st_size
         if self._size == 0:
-            self._write(self._packer.pack({MAGIC_KEY: FORMAT_VERSION, "created_ns": time.time_ns()}))
+            header = msgpack.packb({MAGIC_KEY: FORMAT_VERSION, "created_ns": time.time_ns()}, use_bin_type=True)
+            self._write(header)
+
+    def append(self, parts: Sequence[bytes]) -> bool:
+        """Queue one published message (its wire parts). False if it had to be dropped."""
+        if self._closing or self._file is None:
+            return False
+        if len(self._pending) >= self.max_pending:
+            self.records_dropped += 1
+            if self.records_dropped == 1 or self.records_dropped % 10_000 == 0:
+                log.error("decision log cannot keep up; dropping records", dropped=self.records_dropped)
+            return False
+        self._pending.append(self._packer.pack(list(parts)))
+        if not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def _run(self) -> None:
+        while not self._closing:
+            self._wake.wait()
+            if self._closing:
+                return
+            time.sleep(self.flush_interval_s)  # let a few ms of records gather: one write for all
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every queued record now (any thread)."""
+        with self._io_lock:
+            batch: list[bytes] = []
+            while True:
+                try:
+                    batch.append(self._pending.popleft())
+                except IndexError:
+                    break
+            if not batch or self._file is None:
+                return
+            if self._write(b"".join(batch)):
+                self.records_written += len(batch)
+                if self._size >= self.rotate_bytes:
+                    self._rotate()
 
     def _write(self, data: bytes) -> bool:
         assert self._file is not None
@@ -85,20 +152,9 @@ class DecisionLogWriter:
         self._size += len(data)
         return True
 
-    def append(self, parts: Sequence[bytes]) -> bool:
-        """Append one published message (its wire parts). Returns whether it reached the file."""
-        if self._file is None:
-            return False
-        ok = self._write(self._packer.pack(list(parts)))
-        if ok:
-            self.records_written += 1
-            if self._size >= self.rotate_bytes:
-                self._rotate()
-        return ok
-
     def _rotate(self) -> None:
-        self.flush()
         assert self._file is not None
+        self._fsync()
         self._file.close()
         self._file = None
         try:
@@ -121,8 +177,7 @@ class DecisionLogWriter:
             return
         log.info("decision log rotated", path=str(self.path), keep=self.keep)
 
-    def flush(self) -> None:
-        """Records are already in the kernel after each write; fsync asks for the disk too."""
+    def _fsync(self) -> None:
         if self._file is not None:
             try:
                 os.fsync(self._file.fileno())
@@ -130,10 +185,18 @@ class DecisionLogWriter:
                 log.warning("decision log fsync failed", error=str(exc))
 
     def close(self) -> None:
-        if self._file is not None:
-            self.flush()
-            self._file.close()
-            self._file = None
+        """Write everything queued, fsync, close. Safe to call twice."""
+        if self._closing:
+            return
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self.flush()
+        with self._io_lock:
+            if self._file is not None:
+                self._fsync()
+                self._file.close()
+                self._file = None
 
 
 def read_records(path: Path, follow: bool = False, poll_s: float = 0.1) -> Iterator[list[bytes]]:

@@ -497,7 +497,20 @@ class DecoderService:
             "latency_us": self._latency_summary(),
             "endpoints": dict(self.endpoints),
             "inference_stalled_s": round(self._thread.stalled_for_s(), 3),
+            "decision_log": self._decision_log_report(),
             "pid": os.getpid(),
+        }
+
+    def _decision_log_report(self) -> dict[str, Any]:
+        writer = self._decision_log
+        if writer is None:
+            return {"enabled": False}
+        return {
+            "enabled": True,
+            "path": str(writer.path),
+            "records_written": writer.records_written,
+            "records_dropped": writer.records_dropped,
+            "write_errors": writer.write_errors,
         }
 
     async def pause(self) -> None:
