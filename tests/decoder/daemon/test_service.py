@@ -222,3 +222,18 @@ async def test_missing_bundle_setting_refuses_to_start(tmp_path: Path) -> None:
     service = DecoderService(load_settings(decision_log={"path": tmp_path / "d.msgpack"}))
     with pytest.raises(StartupError, match="no model bundle configured"):
         await service.serve(install_signal_handlers=False)
+
+
+async def test_whole_window_mode_decides_like_streaming(start_service: Any, daemon_bundle: Path, kit: Any) -> None:
+    """The benchmark's naive baseline re-runs the whole window per frame: same decisions, slower."""
+    h = await start_service(daemon_bundle, backend={"mode": "whole_window"})
+    frames = kit.frames_for(30, seed=4)
+    actions = await h.lockstep(frames)
+    expected = offline_probabilities(daemon_bundle, frames)
+    assert (await h.control.request("status")).data["mode"] == "whole_window"
+    for action, probabilities in zip(actions, expected, strict=True):
+        if probabilities is None:
+            assert action.state == "filling"
+        else:
+            assert action.index == int(np.argmax(probabilities))
+            np.testing.assert_allclose(action.probs, probabilities, atol=1e-4)
