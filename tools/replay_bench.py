@@ -390,9 +390,9 @@ def find_sustained_rate(run_at: Callable[[float], tuple[bool, dict[str, Any]]], 
 
 
 def ramp_rates(start_fps: float, max_fps: float, must_include: Sequence[float] = (300.0,)) -> list[float]:
-    """Doubling rates from 2x the base rate up to `max_fps`, plus the target rates on the way."""
+    """The base rate, then doubling rates up to `max_fps`, plus the target rates on the way."""
     rates: set[float] = set()
-    rate = 2 * start_fps
+    rate = start_fps
     while rate <= max_fps:
         rates.add(float(rate))
         rate *= 2
@@ -528,7 +528,7 @@ def assemble_result(*, daemon: LatencyReport, transport: LatencyStats, inference
     }
 
 
-def target_checks(result: Mapping[str, Any]) -> list[dict[str, Any]]:
+def target_checks(result: Mapping[str, Any], ramp_note: str | None = None) -> list[dict[str, Any]]:
     """Each target with the measured value, met or not, and by how much it is missed."""
     values = {
         "daemon_p99_us": result["daemon"]["p99_us"],
@@ -542,7 +542,7 @@ def target_checks(result: Mapping[str, Any]) -> list[dict[str, Any]]:
         value = values[key]
         met = value is not None and (value <= target if op == "<=" else value >= target)
         if value is None:
-            miss = "not measured"
+            miss = ramp_note if key == "sustained_fps" and ramp_note else "not measured"
         elif met:
             miss = ""
         elif target == 0:
@@ -710,7 +710,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
             if ramp_steps and all(s["ok"] for s in ramp_steps):
                 details["ramp_note"] = f"no skip up to the highest rate tried, {settings.ramp_max_fps:g} frames/s"
             elif sustained is None:
-                details["ramp_note"] = "skipped already at the first step of the ramp"
+                details["ramp_note"] = f"frames skipped already at {ramp_steps[0]['rate_fps']:g} frames/s, the lowest rate tried"
     details["daemon_exit_code"] = daemon.returncode
     details["ramp"] = ramp_steps
 
@@ -737,7 +737,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     machine["load_average_after"] = details["load_after"]
     result = assemble_result(daemon=main.report, transport=transport.report.end_to_end, inference=inference_stats,
                              naive=naive_stats, sustained_fps=sustained, backend=settings.backend, machine=machine)
-    details["targets"] = target_checks(result)
+    details["targets"] = target_checks(result, details.get("ramp_note"))
     details["runs"] = {
         run.name: {"rate": run.rate, "achieved_fps": round(run.achieved_fps, 2), "seconds": round(run.seconds, 1),
                    "pacing_late_p99_us": run.pacing_late_p99_us, "report": run.report.as_dict(),

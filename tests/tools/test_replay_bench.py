@@ -58,8 +58,8 @@ def test_sustained_rate_when_everything_passes_or_nothing_does() -> None:
 
 
 def test_ramp_rates_double_and_include_the_target() -> None:
-    assert ramp_rates(30, 2000) == [60, 120, 240, 300, 480, 960, 1920]
-    assert ramp_rates(30, 100) == [60]
+    assert ramp_rates(30, 2000) == [30, 60, 120, 240, 300, 480, 960, 1920]
+    assert ramp_rates(30, 100) == [30, 60]
 
 
 def _report(e2e_us: list[float], daemon_us: list[float]):  # type: ignore[no-untyped-def]
@@ -100,6 +100,8 @@ def test_targets_say_met_or_by_how_much_they_are_missed() -> None:
     assert checks["overhead_ratio"]["missed_by"] == "54 % over"
     assert checks["sustained_fps"]["missed_by"] == "50 % under"
     assert checks["skipped"]["met"] is True
+    unmeasured = dict(result, sustained_fps=None)
+    assert target_checks(unmeasured, "skips at 30")[-1]["missed_by"] == "skips at 30"
     details = {"settings": {"frames": 10, "rate_fps": 30.0, "command": "actionloop replay-bench --frames 10"},
                "frame": "256 x 256 uint16", "targets": target_checks(result), "model": {"how": "test"}}
     md = format_markdown(result, details)
