@@ -213,6 +213,10 @@ class DecoderService:
         self._sockets.append(frames)
         frames.linger = 0
         frames.rcvhwm = s.frames_rcvhwm
+        # A peer sending absurdly large messages is disconnected by ZeroMQ before they reach us;
+        # generous enough that frames of a wrong size still arrive, to be counted and reported.
+        frame_bytes = self._expect_shape[0] * self._expect_shape[1] * self._expect_dtype.itemsize
+        frames.maxmsgsize = max(64 * 1024 * 1024, 16 * frame_bytes)
         frames.setsockopt(zmq.SUBSCRIBE, TOPIC_FRAME)
         if s.frames_mode == "bind":
             curve.server(frames)
@@ -290,6 +294,11 @@ class DecoderService:
         except ProtocolError as exc:
             c.malformed_messages += 1
             self._warn("malformed", "malformed frame message dropped", reason=exc.reason)
+            return
+        except Exception as exc:  # a reader must never die of its input, even through a codec bug
+            c.malformed_messages += 1
+            self._warn("malformed-bug", "frame decoding raised unexpectedly; dropped", level="error",
+                       error=f"{type(exc).__name__}: {exc}")
             return
         seq = header.seq
         last = self._last_rx_seq

@@ -146,3 +146,24 @@ async def test_frames_published_before_anyone_decodes_do_not_pile_up(
     actions = h.actions()
     assert sum(a.skipped for a in actions) == c["frames_skipped"]
     assert sum(a.dropped for a in actions) == c["frames_lost"]
+
+
+async def test_an_unexpected_decoder_error_is_counted_not_fatal(
+    start_service: Any, daemon_bundle: Path, kit: Any, monkeypatch: Any
+) -> None:
+    """Even a bug in the codec (an exception other than ProtocolError) does not stop the daemon."""
+    import decoder.service as service_module
+
+    real = service_module.decode_frame
+
+    def flaky(parts: Any) -> Any:
+        header, pixels = real(parts)
+        if header.seq == 666:
+            raise TypeError("codec bug")
+        return header, pixels
+
+    monkeypatch.setattr(service_module, "decode_frame", flaky)
+    h = await start_service(daemon_bundle)
+    h.publisher.publish(kit.frames_for(1)[0], seq=666)
+    await _still_decodes(h, kit, first_seq=667)
+    assert (await h.control.request("status")).data["counters"]["malformed_messages"] == 1
