@@ -34,7 +34,7 @@ NEURAL = {
     "shot": lambda x, gen: shot_noise(x, gen, 1.0),
     "read": lambda x, gen: read_noise(x, gen, 5.0),
     "brightness": lambda x, gen: brightness_baseline(x, gen, 0.3, 0.1),
-    "motion": lambda x, gen: motion(x, gen, 2.0, 3.0, 0.5),
+    "motion": lambda x, gen: motion(x, gen, 0.1, 3.0, 0.5, max_zoom=0.1),
     "calcium": lambda x, gen: calcium_kinetics(x, gen, 16.0, 1.0, (0.5, 1.5)),
 }
 
@@ -55,9 +55,9 @@ def test_zero_strength_is_identity() -> None:
     torch.testing.assert_close(shot_noise(x, g(), 0.0), x)
     torch.testing.assert_close(read_noise(x, g(), 0.0), x)
     torch.testing.assert_close(brightness_baseline(x, g(), 0.0, 0.0), x)
-    torch.testing.assert_close(motion(x, g(), 0.0, 0.0, 0.0), x, atol=1e-3, rtol=1e-5)
-    off = NeuralAugmentParams(shot_noise=0, read_noise=0, log_gain=0, baseline=0, shift_px=0,
-                              rotation_deg=0, jitter_px=0, calcium=False)
+    torch.testing.assert_close(motion(x, g(), 0.0, 0.0, 0.0, max_zoom=0.0), x, atol=1e-3, rtol=1e-5)
+    off = NeuralAugmentParams(shot_noise=0, read_noise=0, log_gain=0, baseline=0, shift=0,
+                              rotation_deg=0, zoom=0, jitter_px=0, calcium=False)
     torch.testing.assert_close(NeuralAugmenter(off, 16.0, 2)(x, g()), x)
 
 
@@ -89,7 +89,7 @@ def test_motion_moves_a_blob_by_the_drawn_subpixel_shift() -> None:
     yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     blob = torch.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / 6.0)
     x = blob.expand(64, 1, h, w).clone()
-    y = motion(x, g(3), 3.0, 0.0, 0.0)
+    y = motion(x, g(3), 3.0 / 32, 0.0, 0.0)  # shift: fraction of the frame side
 
     def centroid(im: torch.Tensor) -> torch.Tensor:
         m = im.sum(dim=(-2, -1))
@@ -99,9 +99,17 @@ def test_motion_moves_a_blob_by_the_drawn_subpixel_shift() -> None:
     assert moved.abs().max() <= 3.0 + 0.05
     assert moved.abs().max() > 1.0  # it did move, by sub-pixel amounts
     assert not torch.allclose(moved, moved.round(), atol=1e-2)
-    # pool_factor converts raw-pixel distances to the pooled grid
-    y4 = motion(x, g(3), 3.0, 0.0, 0.0, pool_factor=4)
-    torch.testing.assert_close(centroid(y4) - centroid(x), moved / 4, atol=0.02, rtol=0)
+    # per-frame jitter is in raw pixels; pool_factor converts it to the pooled grid
+    j1 = centroid(motion(x, g(4), 0.0, 0.0, 1.0)) - centroid(x)
+    j4 = centroid(motion(x, g(4), 0.0, 0.0, 1.0, pool_factor=4)) - centroid(x)
+    torch.testing.assert_close(j4, j1 / 4, atol=0.02, rtol=0)
+    # zoom scales the blob's spread about the centre
+    def spread(im: torch.Tensor) -> torch.Tensor:
+        c = centroid(im)
+        d2 = (xx - c[..., 0, None, None]) ** 2 + (yy - c[..., 1, None, None]) ** 2
+        return ((im * d2).sum(dim=(-2, -1)) / im.sum(dim=(-2, -1))).sqrt()
+    ratio = spread(motion(x, g(5), 0.0, 0.0, 0.0, max_zoom=0.3)) / spread(x)
+    assert ratio.min() < 0.9 and ratio.max() > 1.1 and ratio.min() > 0.65 and ratio.max() < 1.35
 
 
 def test_calcium_kinetics_identity_at_nominal_tau_and_slower_decay_at_larger_tau() -> None:

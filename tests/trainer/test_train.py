@@ -120,3 +120,25 @@ def test_linear_probe_head_reproduces_its_predictions() -> None:
         LinearProbe().fit(x, np.full(300, -1), n_classes=5)
     with pytest.raises(ValueError, match="out of range"):
         LinearProbe().fit(x, np.full(300, 7), n_classes=5)
+
+
+def test_frame_table_aligns_pose_and_reuses_its_pooled_cache(trainer_dataset: Path, tmp_path: Path) -> None:
+    from trainer.data.recording import list_trials, open_trial
+    from trainer.frametable import build_frame_table
+
+    paths = list_trials(trainer_dataset)
+    enc = build_model("neural_conv", frame_shape=(32, 32), window=4, pooled_size=16, channels=[4, 8])
+    first = build_frame_table(paths, enc.frame_encoder, 4, cache_dir=tmp_path, progress=False)
+    cache = list(tmp_path.glob("pooled-*-x2.npy"))
+    assert len(cache) == 1 and not list(tmp_path.glob(".*tmp"))
+    again = build_frame_table(paths, enc.frame_encoder, 4, cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(np.asarray(first.pooled), np.asarray(again.pooled))
+    assert first.pose_steps == 6  # 96 Hz pose / 16 Hz imaging
+    with open_trial(paths[0]) as t:
+        raw = torch.from_numpy(np.asarray(t.neural[:5], dtype=np.float32))
+        labels = t.neural_labels()
+    np.testing.assert_allclose(first.pooled[:5], enc.frame_encoder.preprocess(raw).squeeze(1).numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(first.labels[: len(labels)], labels)
+    # windows never cross a trial boundary
+    frames = first.starts[:, None] + np.arange(4)
+    assert (first.trial[frames] == first.trial[frames[:, :1]]).all()

@@ -2,7 +2,11 @@
 
 Each is a pure function of a batch of windows `x` (B, W, h, w) of non-negative counts (raw, or
 average-pooled by the encoder's `Downsample`) and an explicit `torch.Generator`; each draws its
-random parameters per window (a window is one short stretch of one session). They are applied
+random parameters per window (a window is one short stretch of one session). Strengths are
+chosen to cover the differences between preparations, not only within a session: animals differ
+in where the field of view sits (shift, rotation, zoom), in indicator expression and laser power
+(gain), background (baseline) and GCaMP kinetics, and those are what a cross-animal encoder must
+ignore. They are applied
 to average-pooled counts during training: pooling is linear, so a gain, a baseline and the
 calcium kinetics commute with it exactly; shot and read noise are scaled by `pixel_area` (the
 number of raw pixels averaged into one pooled pixel) so that they have the variance they would
@@ -67,22 +71,26 @@ def brightness_baseline(x: Tensor, gen: torch.Generator, max_log_gain: float, ma
     return torch.clamp(g * x + b, min=0.0)
 
 
-def motion(x: Tensor, gen: torch.Generator, max_shift_px: float, max_rotation_deg: float,
-           jitter_px: float = 0.0, pool_factor: int = 1) -> Tensor:
-    """Rigid motion: per window a sub-pixel translation U(-max_shift_px, max_shift_px) per axis
-    and a rotation U(-max_rotation_deg, max_rotation_deg) about the centre, plus independent
-    per-frame translation jitter N(0, jitter_px) (brain motion from walking/grooming). Distances
-    are raw pixels; `pool_factor` converts them to the pooled grid. Bilinear resampling, edges
-    repeat the border (a shifted field of view sees tissue, not zeros)."""
+def motion(x: Tensor, gen: torch.Generator, max_shift: float, max_rotation_deg: float,
+           jitter_px: float = 0.0, pool_factor: int = 1, max_zoom: float = 0.0) -> Tensor:
+    """Rigid motion and field-of-view placement.
+
+    Per window: a sub-pixel translation U(-max_shift, max_shift) per axis, as a fraction of the
+    frame's side (where the objective sits over the tissue in this preparation); a rotation
+    U(-max_rotation_deg, max_rotation_deg) about the centre; a zoom U(1 - max_zoom, 1 + max_zoom)
+    (brain size, imaging depth). Per frame: translation jitter N(0, jitter_px) raw pixels (brain
+    motion from walking and grooming); `pool_factor` converts raw pixels to the pooled grid.
+    Bilinear resampling; edges repeat the border (a moved field of view sees tissue, not zeros)."""
     _check(x)
     b, w, h, wd = x.shape
     dev = gen.device
-    shift = (torch.rand(b, 1, 2, generator=gen, device=dev) * 2 - 1) * max_shift_px
-    shift = shift + torch.randn(b, w, 2, generator=gen, device=dev) * jitter_px  # (B, W, 2) raw px
-    shift = shift / pool_factor
+    size = torch.tensor([wd, h], dtype=torch.float32, device=dev)
+    shift = (torch.rand(b, 1, 2, generator=gen, device=dev) * 2 - 1) * max_shift * size  # pooled px
+    shift = shift + torch.randn(b, w, 2, generator=gen, device=dev) * (jitter_px / pool_factor)
     angle = (torch.rand(b, 1, generator=gen, device=dev) * 2 - 1) * math.radians(max_rotation_deg)
-    angle = angle.expand(b, w)
-    cos, sin = torch.cos(angle), torch.sin(angle)
+    zoom = 1.0 + (torch.rand(b, 1, generator=gen, device=dev) * 2 - 1) * max_zoom
+    angle, zoom = angle.expand(b, w), zoom.expand(b, w)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     # affine_grid maps output to input coordinates in [-1, 1]; convert pixel shifts accordingly
     # and keep the rotation isotropic on non-square frames.
     aspect = wd / h
@@ -132,11 +140,12 @@ class NeuralAugmentParams:
     shot_noise: float = 0.5          # max extra shot-noise strength (1 = double the variance)
     counts_per_photon: float = 1.0
     read_noise: float = 2.0          # max read-noise std, raw counts
-    log_gain: float = 0.3            # max |log gain|: x0.74 .. x1.35
-    baseline: float = 0.1            # max baseline change, fraction of the window median
-    shift_px: float = 2.0            # max sustained shift, raw pixels
-    rotation_deg: float = 2.0        # max rotation
-    jitter_px: float = 0.5           # per-frame shift jitter std, raw pixels
+    log_gain: float = 0.5            # max |log gain|: x0.61 .. x1.65
+    baseline: float = 0.3            # max baseline change, fraction of the window median
+    shift: float = 0.1               # max field-of-view shift, fraction of the frame side
+    rotation_deg: float = 10.0       # max field-of-view rotation
+    zoom: float = 0.1                # max relative change of scale
+    jitter_px: float = 1.0           # per-frame motion jitter std, raw pixels
     calcium: bool = True             # re-filter with another decay time constant
     tau_s: float = 1.0               # nominal decay time constant of the data
     tau_range_s: tuple[float, float] = (0.5, 1.5)
@@ -157,8 +166,8 @@ class NeuralAugmenter:
             x = calcium_kinetics(x, gen, self.frame_rate_hz, p.tau_s, p.tau_range_s)
         if p.log_gain > 0 or p.baseline > 0:
             x = brightness_baseline(x, gen, p.log_gain, p.baseline)
-        if p.shift_px > 0 or p.rotation_deg > 0 or p.jitter_px > 0:
-            x = motion(x, gen, p.shift_px, p.rotation_deg, p.jitter_px, self.pool_factor)
+        if p.shift > 0 or p.rotation_deg > 0 or p.jitter_px > 0 or p.zoom > 0:
+            x = motion(x, gen, p.shift, p.rotation_deg, p.jitter_px, self.pool_factor, p.zoom)
         if p.shot_noise > 0:
             x = shot_noise(x, gen, p.shot_noise, p.counts_per_photon, self.pixel_area)
         if p.read_noise > 0:
