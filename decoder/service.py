@@ -69,6 +69,7 @@ class _Pending:
     header: FrameHeader
     pixels: np.ndarray
     t_recv_ns: int
+    t_submit_ns: int = 0
 
 
 class DecoderService:
@@ -95,7 +96,9 @@ class DecoderService:
         self._notifier = SystemdNotifier({})  # a no-op until serve() reads NOTIFY_SOCKET
         self._thread = InferenceThread()
         self._pipeline: FramePipeline | None = None
-        self._slot: LatestSlot[_Pending] | None = None
+        self._slot: LatestSlot[_Pending] | None = None  # the newest frame waiting for the model
+        self._inflight: tuple[_Pending, asyncio.Future[Decision]] | None = None  # the one in the model
+        self._work = asyncio.Event()  # wakes the infer task: a frame went in, or intake closed
         self._limiter = RateLimiter(settings.logging.bad_input_interval_s)
         self._last_rx_seq: int | None = None
         self._dropped_since_action = 0
@@ -267,6 +270,7 @@ class DecoderService:
         receive.cancel()  # stop intake
         assert self._slot is not None
         self._slot.close()
+        self._work.set()  # the infer task finishes what was accepted, then returns
         timeout = self.settings.policy.shutdown_timeout_s
         done, _ = await asyncio.wait({infer}, timeout=timeout)
         if not done:
@@ -329,26 +333,47 @@ class DecoderService:
             self._warn("nan", "frame holds NaN or inf; dropped", seq=seq)
             return
         c.frames_received += 1
+        pending = _Pending(header, pixels, t_recv_ns)
+        if self._inflight is None:
+            self._dispatch(pending)  # the model is idle: start now, straight from the receive path
+            return
         assert self._slot is not None
-        if self._slot.put(_Pending(header, pixels, t_recv_ns)) is not None:
+        if self._slot.put(pending) is not None:
             c.frames_skipped += 1
             self._skipped_since_action += 1
 
+    def _dispatch(self, pending: _Pending) -> None:
+        """Hand a frame to the inference thread; the infer task publishes the result."""
+        assert self._pipeline is not None
+        header = pending.header
+        pending.t_submit_ns = time.monotonic_ns()
+        future = self._thread.submit(self._pipeline.process, header.seq, header.t_acq_ns, pending.pixels)
+        self._inflight = (pending, future)
+        self._work.set()
+
     async def _infer(self) -> None:
-        assert self._slot is not None and self._pipeline is not None
-        slot, pipeline, thread = self._slot, self._pipeline, self._thread
+        """Publish each decision, then start the frame waiting in the slot (the newest) if any."""
+        assert self._slot is not None
+        slot = self._slot
         while True:
-            pending = await slot.get()
-            if pending is None:
-                return  # closed and drained: shutdown
+            if self._inflight is None:
+                if slot.closed:
+                    return  # intake stopped and everything accepted is published: shutdown
+                self._work.clear()
+                await self._work.wait()
+                continue
+            pending, future = self._inflight
+            decision = await future
+            self._inflight = None
+            self.inference_latency.record(decision.t_done_ns - pending.t_submit_ns)
+            self._publish_decision(pending, decision)
+            waiting = slot.take()
+            if waiting is None:
+                continue
             if self.state == PAUSED:
                 self.counters.frames_paused += 1  # accepted just before the pause
-                continue
-            header = pending.header
-            t_submit = time.monotonic_ns()
-            decision = await thread.submit(pipeline.process, header.seq, header.t_acq_ns, pending.pixels)
-            self.inference_latency.record(decision.t_done_ns - t_submit)
-            self._publish_decision(pending, decision)
+            else:
+                self._dispatch(waiting)
 
     def _publish_decision(self, pending: _Pending, decision: Decision) -> None:
         assert self._publisher is not None

@@ -1,8 +1,9 @@
 """The two joints of the run phase: the latest-frame slot and the dedicated inference thread.
 
-``LatestSlot`` joins receive and infer: it holds at most one waiting item, and a new one
-replaces the old (which the caller counts as skipped). So the daemon always decodes the newest
-frame and never builds a queue.
+``LatestSlot`` joins receive and infer: while the model is busy it holds at most one waiting
+frame, and a newer one replaces it (the caller counts the old one as skipped). So the daemon
+always decodes the newest frame and never builds a queue; a frame that finds the model idle
+goes to it at once.
 
 ``InferenceThread`` runs blocking model calls one at a time, in submission order, on one
 thread that lives as long as the service: ONNX Runtime / TensorRT state stays on one thread,
@@ -27,7 +28,6 @@ class LatestSlot(Generic[T]):
 
     def __init__(self) -> None:
         self._item: T | None = None
-        self._ready = asyncio.Event()
         self._closed = False
 
     def put(self, item: T) -> T | None:
@@ -36,23 +36,16 @@ class LatestSlot(Generic[T]):
             raise RuntimeError("slot is closed")
         replaced = self._item
         self._item = item
-        self._ready.set()
         return replaced
 
-    async def get(self) -> T | None:
-        """The newest item; None once the slot is closed and empty."""
-        while self._item is None:
-            if self._closed:
-                return None
-            self._ready.clear()
-            await self._ready.wait()
+    def take(self) -> T | None:
+        """The waiting item (None if there is none); the slot is empty afterwards."""
         item, self._item = self._item, None
         return item
 
     def close(self) -> None:
-        """No more puts; ``get`` still returns the item already waiting, then None."""
+        """No more puts; ``take`` still returns the item already waiting."""
         self._closed = True
-        self._ready.set()
 
     @property
     def closed(self) -> bool:
