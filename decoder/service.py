@@ -451,10 +451,12 @@ class DecoderService:
         )
 
     async def _health(self) -> None:
-        """Watchdog pings from the loop, only while the loop and the inference thread are healthy."""
+        """Watchdog pings from the loop (every WATCHDOG_USEC / 2), only while the loop and the
+        inference thread are healthy; the thread is checked at least twice per stall timeout."""
         watchdog = self._notifier.watchdog_interval_s
         stall_timeout = self.settings.policy.stall_timeout_s
-        interval = min(watchdog or 1.0, stall_timeout / 2)
+        interval = min(watchdog or 1.0, stall_timeout / 2, 1.0)
+        last_ping = -math.inf
         while True:
             stalled = self._thread.stalled_for_s()
             healthy = self._thread.alive and stalled < stall_timeout
@@ -462,8 +464,11 @@ class DecoderService:
                 if self._stall_reported:
                     log.warning("inference thread recovered")
                     self._stall_reported = False
-                if watchdog is not None:
+                now = time.monotonic()
+                # the small margin keeps sleep jitter from stretching a ping to a whole check late
+                if watchdog is not None and now - last_ping >= watchdog - interval / 4:
                     self._notifier.watchdog()
+                    last_ping = now
             elif not self._stall_reported:
                 self._stall_reported = True
                 log.error(
