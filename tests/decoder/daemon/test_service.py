@@ -237,3 +237,25 @@ async def test_whole_window_mode_decides_like_streaming(start_service: Any, daem
         else:
             assert action.index == int(np.argmax(probabilities))
             np.testing.assert_allclose(action.probs, probabilities, atol=1e-4)
+
+
+async def test_memory_held_by_the_daemon_does_not_grow_with_frames(start_service: Any, daemon_bundle: Path, kit: Any) -> None:
+    """Hours of frames must not accumulate anything: what the daemon's own code holds after 100
+    frames and after 400 more is the same (the client side of the test is not counted)."""
+    import tracemalloc
+
+    h = await start_service(daemon_bundle)
+    frames = kit.frames_for(64)
+    await h.lockstep(np.concatenate([frames, frames])[:100])  # warm-up
+    only_daemon = [tracemalloc.Filter(True, "*/decoder/*"), tracemalloc.Filter(True, "*/protocols/*")]
+    tracemalloc.start()
+    try:
+        await h.lockstep(np.concatenate([frames] * 2)[:50], first_seq=100)
+        before = tracemalloc.take_snapshot().filter_traces(only_daemon)
+        await h.lockstep(np.concatenate([frames] * 7)[:400], first_seq=150)
+        h.received.clear()
+        after = tracemalloc.take_snapshot().filter_traces(only_daemon)
+    finally:
+        tracemalloc.stop()
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert growth < 32 * 1024, [str(s) for s in after.compare_to(before, "lineno")[:5]]
