@@ -84,8 +84,8 @@ def test_sigterm_mid_stream_loses_no_published_decision(daemon_bundle: Path, tmp
         assert publisher.wait_for_subscriber(10)
         received: list[Any] = []
 
-        frames = kit.frames_for(400)
-        for i, frame in enumerate(frames):  # ~300 frames/s, SIGTERM in the middle
+        frames = kit.frames_for(800)
+        for i, frame in enumerate(frames):  # ~300 frames/s, SIGTERM a quarter of the way in
             publisher.publish(frame, seq=i)
             if i == 200:
                 proc.send_signal(signal.SIGTERM)
@@ -117,7 +117,7 @@ def test_sigterm_mid_stream_loses_no_published_decision(daemon_bundle: Path, tmp
     first = logged.index(received[0])
     assert logged[first:] == received
     actions = [m for m in received if isinstance(m, Action)]
-    assert 50 < len(actions) and actions[-1].seq < 399, "SIGTERM should have stopped intake mid-stream"
+    assert 50 < len(actions) and actions[-1].seq < 799, "SIGTERM should have stopped intake mid-stream"
     assert isinstance(logged[-1], Status) and logged[-1].state == "stopping"
     # Per-frame work never reaches the log at the default level: a few lines per state change
     # and summaries, not one per frame.
