@@ -60,7 +60,7 @@ class SwapConfig(_Section):
     temperature: float = Field(1.0, gt=0, description="P ∝ exp(-distance / temperature)")
     descriptor_steps: int = Field(3, ge=1)
     descriptor_dims: int = Field(32, ge=1)
-    remove_animal_mean: bool = False
+    remove_animal_mean: bool = True
 
 
 class NeuralAugmentConfig(_Section):
