@@ -2,11 +2,10 @@
 
 Each is a pure function of a batch of windows `x` (B, W, h, w) of non-negative counts (raw, or
 average-pooled by the encoder's `Downsample`) and an explicit `torch.Generator`; each draws its
-random parameters per window (a window is one short stretch of one session). Strengths are
-chosen to cover the differences between preparations, not only within a session: animals differ
-in where the field of view sits (shift, rotation, zoom), in indicator expression and laser power
-(gain), background (baseline) and GCaMP kinetics, and those are what a cross-animal encoder must
-ignore. They are applied
+random parameters per window (a window is one short stretch of one session). `motion` can
+also model differences between preparations (where the field of view sits: shift, rotation,
+zoom); the defaults stay at within-session strengths because strong field-of-view changes slowed
+learning in short training runs (docs/trainer.md, "Results"). They are applied
 to average-pooled counts during training: pooling is linear, so a gain, a baseline and the
 calcium kinetics commute with it exactly; shot and read noise are scaled by `pixel_area` (the
 number of raw pixels averaged into one pooled pixel) so that they have the variance they would
@@ -140,12 +139,12 @@ class NeuralAugmentParams:
     shot_noise: float = 0.5          # max extra shot-noise strength (1 = double the variance)
     counts_per_photon: float = 1.0
     read_noise: float = 2.0          # max read-noise std, raw counts
-    log_gain: float = 0.5            # max |log gain|: x0.61 .. x1.65
-    baseline: float = 0.3            # max baseline change, fraction of the window median
-    shift: float = 0.1               # max field-of-view shift, fraction of the frame side
-    rotation_deg: float = 10.0       # max field-of-view rotation
-    zoom: float = 0.1                # max relative change of scale
-    jitter_px: float = 1.0           # per-frame motion jitter std, raw pixels
+    log_gain: float = 0.3            # max |log gain|: x0.74 .. x1.35
+    baseline: float = 0.1            # max baseline change, fraction of the window median
+    shift: float = 0.01              # max field-of-view shift, fraction of the frame side
+    rotation_deg: float = 2.0        # max field-of-view rotation
+    zoom: float = 0.0                # max relative change of scale
+    jitter_px: float = 0.5           # per-frame motion jitter std, raw pixels
     calcium: bool = True             # re-filter with another decay time constant
     tau_s: float = 1.0               # nominal decay time constant of the data
     tau_range_s: tuple[float, float] = (0.5, 1.5)
