@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     chance = next(iter(results.values())).summary()["chance"]
     meta = {"preset": args.preset, "train_config": train_config, "train_seed": args.train_seed, "overrides": args.overrides, "timings": timings,
             "baselines": extra_info, "command": " ".join(["actionloop", *sys.argv[1:]])}
-    figure_methods = tuple(m for m in ("ours", "raw_linear") if m in sets)
+    figure_methods = tuple(m for m in ("ours", "raw_linear", "cebra") if m in sets)
     write_reports(report_dir, sets, results, settings, meta, figure_methods=figure_methods,
                   projection=args.projection, title=f"bench-train, preset {args.preset}")
     payload = bench_json(dataset, chance, summaries, throughput, extra={

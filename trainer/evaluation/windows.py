@@ -86,3 +86,17 @@ class WindowSet:
             "trials": len(set(self.trials.tolist())),
             "window": self.window,
         }
+
+
+def standardised_per_animal(ws: WindowSet) -> WindowSet:
+    """Each animal's features z-scored with that animal's own mean and std (no labels used).
+
+    A diagnostic, not part of the benchmark protocol: if multi-animal accuracy recovers after it,
+    the animals differ by an offset/scale of the features (removable by a per-animal
+    calibration); if not, identity is entangled with the action information.
+    """
+    feats = ws.features.astype(np.float32, copy=True)
+    for animal in ws.animal_ids:
+        m = ws.animals == animal
+        feats[m] = (feats[m] - feats[m].mean(axis=0)) / (feats[m].std(axis=0) + 1e-6)
+    return WindowSet(feats, ws.labels, ws.animals, ws.trials, ws.class_names, ws.window)

@@ -99,3 +99,13 @@ def test_bad_inputs_are_named(windows_factory) -> None:
     one = windows_factory(n_animals=1)
     with pytest.raises(EvaluationError, match=">= 2 animals"):
         run_protocols(one)
+
+
+def test_per_animal_standardisation_removes_an_animal_offset(windows_factory) -> None:
+    from trainer.evaluation.windows import standardised_per_animal
+
+    ws = windows_factory(action_signal=3.0, identity_signal=20.0, windows_per_trial=160)
+    before = run_protocols(ws, protocols=("identity",), fractions=(1.0,)).summary()["accuracy"]["identity"]["1.0"]["mean"]
+    after = run_protocols(standardised_per_animal(ws), protocols=("identity",), fractions=(1.0,)).summary()
+    assert before == pytest.approx(100.0)
+    assert after["accuracy"]["identity"]["1.0"]["mean"] < 40.0  # 4 animals: chance 25 %
