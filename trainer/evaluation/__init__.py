@@ -5,6 +5,7 @@
 - `baselines`: `raw_linear` (raw downsampled frames) and the CEBRA peer.
 - `embed`: windows of a dataset through a trained checkpoint.
 - `report`: JSON report and markdown table; `figures`: confusion matrix and 2-D projections.
+- `suite`: evaluate several methods with one protocol and write the report files.
 
 Heavy dependencies (torch, cebra, matplotlib) are imported inside the modules that need them.
 """
