@@ -109,7 +109,7 @@ class TrainConfig(_Section):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads per process; 0 = torch's default")
-    probe_c: float = Field(1.0, gt=0, description="inverse L2 strength of the linear action head")
+    probe_c: float = Field(0.01, gt=0, description="inverse L2 strength of the linear action head")
     progress: bool = True
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()

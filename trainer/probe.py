@@ -44,7 +44,11 @@ class LinearProbe:
         if not np.all(np.isfinite(x)):
             raise ValueError("embeddings hold NaN or inf")
         mean = x.mean(axis=0)
-        std = x.std(axis=0) + 1e-6
+        # Floor the scale at 1 % of the typical feature's: a (nearly) constant embedding dimension
+        # would otherwise get a weight ~1/std in the folded head, which turns float rounding of
+        # the exported graph into visible changes of the probabilities.
+        std = x.std(axis=0)
+        std = np.maximum(std, 1e-2 * float(np.median(std)) + 1e-8)
         z = (x - mean) / std
         classes = np.unique(y)
         w_full = np.zeros((n_classes, x.shape[1]))
