@@ -2,7 +2,8 @@
 
 1. simulate a small multi-animal dataset (the `tiny` preset);
 2. train the encoder (`tiny` config) on every animal but one, which is held out;
-3. export the checkpoint to a model bundle;
+3. export the checkpoint to a model bundle, calibrated for the held-out animal from its second
+   trial (field-of-view alignment and pixel baseline; no labels);
 4. start the real decoder daemon as its own process, over TCP loopback;
 5. replay the held-out animal's first trial into it at the recorded frame rate;
 6. print decoded-action accuracy and the latency table, then stop the daemon with SIGTERM
@@ -43,7 +44,8 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _held_out_trial(data_dir: Path) -> tuple[str, Path]:
+def _held_out_trials(data_dir: Path) -> tuple[str, Path, list[Path]]:
+    """The held-out animal, the trial to replay, and its other trials (for calibration)."""
     from trainer.data.recording import list_trials, open_trial
 
     trials = []
@@ -52,8 +54,8 @@ def _held_out_trial(data_dir: Path) -> tuple[str, Path]:
         trials.append((trial.animal_id, trial.trial_id, path))
         trial.close()
     animal = sorted({animal for animal, _, _ in trials})[-1]
-    first = sorted((trial_id, path) for a, trial_id, path in trials if a == animal)[0][1]
-    return animal, first
+    own = [path for _, path in sorted((trial_id, path) for a, trial_id, path in trials if a == animal)]
+    return animal, own[0], own[1:] or own[:1]
 
 
 def _wait_until_ready(control_endpoint: str, daemon: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
@@ -91,7 +93,7 @@ def main() -> int:
 
     _step("1/6 simulate a small multi-animal dataset")
     _actionloop("simulate", "--preset", "tiny", "--seed", str(SEED), "--out", str(data))
-    held_out_animal, replay_trial = _held_out_trial(data)
+    held_out_animal, replay_trial, calibration_trials = _held_out_trials(data)
     print(f"held-out animal: {held_out_animal} (its labels are never used for training)")
 
     _step("2/6 train the encoder (pose-guided contrastive + cross-animal swapping)")
@@ -100,8 +102,9 @@ def main() -> int:
         "--set", f'data.exclude_animals=["{held_out_animal}"]',
     )
 
-    _step("3/6 export the model bundle")
-    _actionloop("export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--out", str(bundle))
+    _step("3/6 export the model bundle, calibrated for the held-out animal (no labels used)")
+    _actionloop("export", "--checkpoint", str(run_dir / "checkpoint.pt"), "--out", str(bundle),
+                "--calibrate", *(str(p) for p in calibration_trials))
 
     _step("4/6 start the decoder daemon (its own process, TCP loopback)")
     frames, actions, control = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(3))

@@ -132,8 +132,9 @@ def run(args: argparse.Namespace) -> int:
                 metrics = ckpt.get("metrics", {})
             else:
                 log.info("training", method=method, preset=args.preset, out=str(work / method))
-                result = train(cfg, data, work / method)
-                encoder, metrics = result.encoder, result.metrics
+                train(cfg, data, work / method)
+                encoder, ckpt = load_encoder(ckpt_path)  # as evaluated later: weights and calibration
+                metrics = ckpt.get("metrics", {})
             train_s[method] = time.perf_counter() - t0
             throughput[method] = metrics.get("train_throughput_windows_per_s")
             epoch_s[method] = metrics.get("epoch_time_s")

@@ -1,4 +1,5 @@
-"""`actionloop export --checkpoint CKPT --out BUNDLE_DIR`: checkpoint -> verified model bundle."""
+"""`actionloop export --checkpoint CKPT --out BUNDLE_DIR [--calibrate TRIAL ... | --animal NAME]`:
+checkpoint -> verified model bundle (session-calibrated encoders are exported for one animal)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ log = structlog.get_logger(__name__)
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="training checkpoint (.pt) to export")
     parser.add_argument("--out", required=True, type=Path, help="bundle directory to create")
+    parser.add_argument("--calibrate", nargs="+", type=Path, default=[], metavar="TRIAL",
+                        help="session-calibrated encoders: trial file(s) of the animal the bundle will decode "
+                        "(no labels needed; a minute of frames is enough)")
+    parser.add_argument("--animal", default=None,
+                        help="session-calibrated encoders: decode this training animal with its stored calibration")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -25,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         bundle = export_checkpoint(
-            args.checkpoint, args.out, overwrite=args.force, progress=not args.no_progress and sys.stderr.isatty()
+            args.checkpoint, args.out, overwrite=args.force, progress=not args.no_progress and sys.stderr.isatty(),
+            calibration_trials=args.calibrate, animal=args.animal,
         )
     except (ExportError, BundleError) as exc:
         log.error("export failed", error=str(exc))

@@ -36,7 +36,8 @@ class ModelConfig(_Section):
     window: int = Field(8, ge=1)
     pooled_size: int = Field(32, ge=4)
     downsample: int = Field(0, ge=0, description="average-pool factor; 0 = automatic from pooled_size")
-    normalise: Literal["frame", "log"] = "frame"
+    normalise: Literal["frame", "log", "session"] = Field(
+        "session", description="session = align each animal to a template, per-pixel z-scores (trainer/calibration.py)")
     channels: list[int] = [16, 32, 64]
     features: int = Field(64, ge=1)
     temporal_channels: int = Field(64, ge=1)

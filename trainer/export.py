@@ -497,9 +497,14 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
 
 
 def export_checkpoint(
-    checkpoint: Path | str, out_dir: Path | str, *, overwrite: bool = False, progress: bool = False
+    checkpoint: Path | str, out_dir: Path | str, *, overwrite: bool = False, progress: bool = False,
+    calibration_trials: Sequence[Path | str] = (), animal: str | None = None,
 ) -> Bundle:
-    """Rebuild the encoder from a checkpoint, load its weights, and export it with its head."""
+    """Rebuild the encoder from a checkpoint, load its weights, and export it with its head.
+
+    An encoder with session normalisation decodes one animal: give `calibration_trials` (a
+    recording of that animal, no labels needed; its field of view is aligned to the checkpoint's
+    template and its pixel statistics measured) or `animal` (one the checkpoint trained on)."""
     from trainer.models import build_model
 
     ckpt = load_checkpoint(checkpoint)
@@ -517,7 +522,9 @@ def export_checkpoint(
             f"checkpoint {checkpoint}: window/frame_shape {ckpt['window']}/{list(ckpt['frame_shape'])} "
             f"disagree with the rebuilt model's {window}/{list(frame_shape)}"
         )
+    calibration = _session_calibration(model, ckpt, checkpoint, calibration_trials, animal)
     provenance = {
+        **({"session_calibration": calibration} if calibration else {}),
         "source_checkpoint": str(Path(checkpoint).expanduser().resolve()),
         "dataset_fingerprint": ckpt.get("dataset_fingerprint"),
         "metrics": _json_safe(ckpt.get("metrics") or {}),
@@ -534,13 +541,50 @@ def export_checkpoint(
         out_dir,
         float(ckpt["frame_rate_hz"]),
         provenance=provenance,
-        preprocessing=ckpt.get("preprocessing") or None,
+        preprocessing=model.preprocessing() if calibration else (ckpt.get("preprocessing") or None),
         frame_dtype=str(ckpt.get("frame_dtype", "uint16")),
         model_name=str(ckpt["model_name"]),
         model_args=dict(ckpt["model_args"]),
         overwrite=overwrite,
         progress=progress,
     )
+
+
+def _session_calibration(model: nn.Module, ckpt: Mapping[str, Any], checkpoint: Path | str,
+                         trials: Sequence[Path | str], animal: str | None) -> dict[str, Any] | None:
+    """Install the calibration of the animal to decode in a session-normalised encoder; returns
+    what the bundle records about it (None for other encoders)."""
+    from trainer.calibration import CalibrationSet, calibrate, pooled_frames_of_trials
+
+    session = model.frame_encoder.session  # type: ignore[union-attr]
+    if session is None:
+        if trials or animal:
+            raise ExportError(f"checkpoint {checkpoint}: its encoder does not use session calibration "
+                              "(normalise is not 'session'); drop --calibrate/--animal")
+        return None
+    stored = CalibrationSet.from_checkpoint(ckpt)
+    if stored is None:
+        raise ExportError(f"checkpoint {checkpoint}: session-normalised encoder without a stored calibration template")
+    known = sorted(stored.animals)
+    if bool(trials) == bool(animal):
+        raise ExportError(
+            f"checkpoint {checkpoint}: its encoder is calibrated per animal; give either --calibrate "
+            f"TRIAL.h5 ... (a recording of the animal the bundle will decode) or --animal NAME (one of {known})")
+    if animal:
+        if animal not in stored.animals:
+            raise ExportError(f"checkpoint {checkpoint}: no stored calibration for animal {animal!r}; "
+                              f"it has {known} (calibrate a new animal with --calibrate)")
+        cal, source = stored.animals[animal], {"animal": animal, "from": "training"}
+    else:
+        paths = [Path(p) for p in trials]
+        try:
+            name, pooled = pooled_frames_of_trials(paths, model.frame_encoder)  # type: ignore[union-attr]
+            cal = calibrate(pooled, stored.template)
+        except (ValueError, OSError) as exc:
+            raise ExportError(f"calibration recording: {exc}") from None
+        source = {"animal": name, "from": [str(p) for p in paths]}
+    session.set_calibration(cal)
+    return {**source, **cal.summary()}
 
 
 def _json_safe(value: Any) -> Any:

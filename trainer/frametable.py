@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from trainer.alignment import warp
+from trainer.calibration import SessionCalibration, calibrate_group
 from trainer.data.recording import RecordingError, open_trial
 from trainer.models.neural import FrameEncoder
 from trainer.swapping import animal_scale, body_anchor_joints, normalise_poses
@@ -54,6 +56,11 @@ class FrameTable:
     frame_shape: tuple[int, int]
     frame_dtype: str
     pose_scales: dict[str, float] = field(default_factory=dict)
+    # Session calibration (encoders with "session" normalisation; see `calibrate_table`): the
+    # group template, each animal's calibration, and its per-pixel log mean stacked (A, h, w).
+    template: np.ndarray | None = None
+    calibrations: dict[str, SessionCalibration] = field(default_factory=dict)
+    pixel_mean: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -77,6 +84,13 @@ class FrameTable:
         pooled = torch.from_numpy(np.ascontiguousarray(self.pooled[idx.ravel()])).view(*idx.shape, *self.pooled.shape[1:])
         pose = torch.from_numpy(self.pose[idx.ravel()]).view(idx.shape[0], -1, *self.pose.shape[2:])
         return pooled, pose
+
+    def frame_baselines(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor | None:
+        """Per-pixel log baseline of each frame's animal (its calibration's `log_mean`), shaped
+        like the frames' pooled images ((..., h, w)); None for an uncalibrated table."""
+        if self.pixel_mean is None:
+            return None
+        return torch.from_numpy(self.pixel_mean)[torch.from_numpy(self.animal[np.asarray(frames)])]
 
     def summary(self) -> dict[str, object]:
         return {
@@ -213,6 +227,39 @@ def build_frame_table(
         pose_steps=pose_steps, frame_rate_hz=rate, frame_shape=frame_shape,
         frame_dtype=metas[0][4], pose_scales=scales,
     )
+
+
+def calibrate_table(table: FrameTable, progress: bool = True) -> None:
+    """Calibrate every animal of `table` (trainer/calibration.py) and move its pooled frames into
+    the template's space, in place. A memory-mapped table gets a memory-mapped aligned copy
+    beside it, so memory stays bounded."""
+    per_animal = {name: table.pooled[table.animal == a] for a, name in enumerate(table.animals)}
+    template, calibrations = calibrate_group(per_animal)
+    source = table.pooled
+    if isinstance(source, np.memmap):
+        target = np.lib.format.open_memmap(Path(source.filename).with_suffix(f".aligned{os.getpid()}.npy"),
+                                           mode="w+", dtype=np.float32, shape=source.shape)
+    else:
+        target = source if source.flags.writeable else np.empty_like(source)
+    bar = tqdm(total=table.n_frames, desc="aligning frames", unit="frame", disable=not progress, leave=False)
+    for a, name in enumerate(table.animals):
+        idx = np.flatnonzero(table.animal == a)
+        for c in range(0, len(idx), CHUNK_FRAMES * 16):
+            part = idx[c : c + CHUNK_FRAMES * 16]
+            frames = torch.from_numpy(np.ascontiguousarray(source[part]))
+            target[part] = warp(frames, calibrations[name].alignment).numpy()
+            bar.update(len(part))
+    bar.close()
+    if isinstance(target, np.memmap):
+        target.flush()
+        path = Path(target.filename)
+        del target
+        target = np.load(path, mmap_mode="r")
+        path.unlink()  # the mapping stays valid; nothing is left behind on disk
+    table.pooled = target
+    table.template = template
+    table.calibrations = calibrations
+    table.pixel_mean = np.stack([calibrations[n].log_mean for n in table.animals])
 
 
 def select_trials(paths: Sequence[Path], animals: Sequence[str], exclude: Sequence[str]) -> list[Path]:

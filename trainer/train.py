@@ -37,7 +37,7 @@ from trainer.augment.neural import NeuralAugmenter
 from trainer.augment.pose import PoseAugmenter
 from trainer.config import TrainConfig
 from trainer.data.recording import list_trials, open_trial
-from trainer.frametable import FrameTable, build_frame_table, dataset_fingerprint, select_trials
+from trainer.frametable import FrameTable, build_frame_table, calibrate_table, dataset_fingerprint, select_trials
 from trainer.losses import info_nce, nt_xent, pose_regression_loss
 from trainer.models import NeuralEncoder, build_model
 from trainer.probe import LinearProbe
@@ -87,12 +87,13 @@ class Objective(nn.Module):
         else:  # config validation makes this unreachable; kept as a guard
             raise TrainingError(f"unknown method {self.method!r}")
 
-    def forward(self, neural: Tensor, other: Tensor) -> Tensor:
+    def forward(self, neural: Tensor, other: Tensor, baseline: Tensor | None = None) -> Tensor:
         """neural: pooled windows (B, W, h, w); other: pose windows (B, T, J, 3), or for simclr a
-        second augmented view of the neural windows."""
-        emb = self.encoder.forward_pooled(neural)
+        second augmented view of the neural windows; baseline: each neural frame's session
+        calibration (B, W, h, w), for encoders with session normalisation."""
+        emb = self.encoder.forward_pooled(neural, baseline)
         if self.method == "simclr":
-            both = self.proj_neural(torch.cat([emb, self.encoder.forward_pooled(other)]))
+            both = self.proj_neural(torch.cat([emb, self.encoder.forward_pooled(other, baseline)]))
             return nt_xent(both[: len(emb)], both[len(emb) :], self.temperature)
         if self.method == "regression":
             return pose_regression_loss(self.regressor(emb), other)
@@ -100,7 +101,8 @@ class Objective(nn.Module):
 
 
 class BatchMaker:
-    """Window starts -> (neural, other) tensors for the method: swap, gather, augment."""
+    """Window starts -> (neural, other, baseline) tensors for the method: swap, gather, augment;
+    baseline is the swapped frames' own session calibration (None without calibration)."""
 
     def __init__(self, cfg: TrainConfig, table: FrameTable, encoder: NeuralEncoder,
                  swap_index: SwapIndex | None) -> None:
@@ -112,21 +114,22 @@ class BatchMaker:
         self.neural_aug = NeuralAugmenter(aug.neural.params(), table.frame_rate_hz, factor) if aug.enabled else None
         self.pose_aug = PoseAugmenter(aug.pose.params()) if aug.enabled else None
 
-    def __call__(self, starts: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    def __call__(self, starts: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None]:
         frames = self.table.window_frames(starts)
         if self.swap_index is not None:
             frames = self.swap_index.sample(frames, self.cfg.swap.probability, gen, self.cfg.swap.temperature)
         neural, pose = self.table.gather(frames)
+        baseline = self.table.frame_baselines(frames)
         method = self.cfg.method
         if method == "simclr":
             if self.neural_aug is None:
-                return neural, neural.clone()
-            return self.neural_aug(neural, gen), self.neural_aug(neural, gen)
+                return neural, neural.clone(), baseline
+            return self.neural_aug(neural, gen), self.neural_aug(neural, gen), baseline
         if self.neural_aug is not None:
             neural = self.neural_aug(neural, gen)
         if method != "regression" and self.pose_aug is not None:
             pose = self.pose_aug(pose, gen)
-        return neural, pose
+        return neural, pose, baseline
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,8 +225,12 @@ def embed_windows(encoder: NeuralEncoder, table: FrameTable, starts: np.ndarray,
     position[needed] = np.arange(len(needed))
     feats = []
     for i in range(0, len(needed), batch):
-        x = torch.from_numpy(np.ascontiguousarray(table.pooled[needed[i : i + batch]])).to(device)
-        feats.append(encoder.frame_encoder.encode_pooled(x.unsqueeze(1)))
+        part = needed[i : i + batch]
+        x = torch.from_numpy(np.ascontiguousarray(table.pooled[part])).to(device)
+        baseline = table.frame_baselines(part)
+        if baseline is not None:
+            baseline = baseline.unsqueeze(1).to(device)
+        feats.append(encoder.frame_encoder.encode_pooled(x.unsqueeze(1), baseline))
     all_feats = torch.cat(feats)
     out = []
     for i in range(0, len(starts), batch):
@@ -268,6 +275,9 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.
     table = build_frame_table(paths, encoder.frame_encoder, encoder.window, cfg.data.pose_steps,
                               cfg.swap.remove_animal_mean, cache_dir=Path(cfg.data.cache_dir) if cfg.data.cache_dir else None,
                               progress=cfg.progress and dd.main)
+    if encoder.frame_encoder.session is not None:
+        calibrate_table(table, progress=cfg.progress and dd.main)
+        log.info("session calibration", **{name: c.summary() for name, c in table.calibrations.items()})
     if not table.class_names or not (table.window_labels() >= 0).any():
         raise TrainingError(f"{data_dir}: no labelled windows; the checkpoint's action head needs labels")
     if cfg.method == "ours" and len(table.animals) < 2:
@@ -312,8 +322,10 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.
             pos = (step * dd.world + dd.rank) * batch
             idx = torch.arange(pos, pos + batch) % table.n_windows  # wraps when steps exceed one pass
             starts = torch.from_numpy(table.starts)[order[idx]]
-            neural, other = make_batch(starts, gen)
-            loss = model(neural.to(device, non_blocking=True), other.to(device, non_blocking=True))
+            neural, other, baseline = make_batch(starts, gen)
+            if baseline is not None:
+                baseline = baseline.to(device, non_blocking=True)
+            loss = model(neural.to(device, non_blocking=True), other.to(device, non_blocking=True), baseline)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
                                     f"lower optim.lr (now {cfg.optim.lr})")
@@ -402,6 +414,12 @@ def _finish(cfg: TrainConfig, table: FrameTable, encoder: NeuralEncoder, device:
         "frame_dtype": table.frame_dtype,
         "frame_rate_hz": table.frame_rate_hz,
         "preprocessing": encoder.preprocessing(),
+        # session normalisation: the template new animals are aligned to, and every training
+        # animal's calibration (export bakes one of them, or a new animal's, into the graph)
+        "calibration": None if table.template is None else {
+            "template": table.template.tolist(),
+            "animals": {name: c.to_dict() for name, c in table.calibrations.items()},
+        },
         "dataset_fingerprint": fingerprint,
         "metrics": metrics,
         "config": cfg.model_dump(mode="json"),

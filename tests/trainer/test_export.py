@@ -256,14 +256,20 @@ def test_trained_checkpoint_exports_and_serves(trainer_dataset: Path, fast_overr
     from trainer.config import load_config
     from trainer.train import train
 
+    from trainer.calibration import CalibrationSet
+
     result = train(load_config("tiny", fast_overrides), trainer_dataset, tmp_path / "run")
-    assert cli_main(["export", "--checkpoint", str(result.checkpoint), "--out", str(tmp_path / "bundle")]) == 0
+    assert cli_main(["export", "--checkpoint", str(result.checkpoint), "--out", str(tmp_path / "bundle"),
+                     "--animal", "animal1"]) == 0
     ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
     bundle = load_bundle(tmp_path / "bundle")
     assert bundle.manifest.provenance.dataset_fingerprint == ckpt["dataset_fingerprint"]
     assert list(bundle.class_names) == list(ckpt["class_names"])
     model = build_model(ckpt["model_name"], **ckpt["model_args"])
     model.load_state_dict(ckpt["state_dict"])
+    calibration = CalibrationSet.from_checkpoint(ckpt).animals["animal1"]
+    assert not calibration.alignment.is_identity()  # the graph must carry a real alignment
+    model.frame_encoder.session.set_calibration(calibration)
     model.eval()
     backend = create_backend("onnxruntime", bundle)
     try:
@@ -282,3 +288,45 @@ def test_trained_checkpoint_exports_and_serves(trainer_dataset: Path, fast_overr
         assert worst <= 1e-4, worst
     finally:
         backend.close()
+
+
+@pytest.fixture(scope="module")
+def session_checkpoint(trainer_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session-calibrated checkpoint trained on animal0 and animal1 only (animal2 is new to it)."""
+    from trainer.config import load_config
+    from trainer.train import train
+
+    overrides = ["progress=false", "threads=1", "model.pooled_size=16", "model.channels=[4, 8]",
+                 "model.features=8", "model.temporal_channels=8", "model.embedding_dim=8",
+                 "model.projection_dim=8", "model.pose_channels=8", "model.window=4", "optim.epochs=1",
+                 "optim.steps_per_epoch=2", "optim.batch_size=16", "swap.k=4",
+                 'data.exclude_animals=["animal2"]']
+    return train(load_config("tiny", overrides), trainer_dataset, tmp_path_factory.mktemp("session") / "run").checkpoint
+
+
+def test_session_checkpoint_needs_the_animal_to_decode(session_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="--calibrate TRIAL.h5 .* or --animal NAME"):
+        export.export_checkpoint(session_checkpoint, tmp_path / "a")
+    with pytest.raises(ExportError, match="no stored calibration for animal 'animal2'"):
+        export.export_checkpoint(session_checkpoint, tmp_path / "b", animal="animal2")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_new_animal_is_calibrated_from_its_own_recording(
+    session_checkpoint: Path, trainer_dataset: Path, tmp_path: Path
+) -> None:
+    """An animal the model never saw gets its bundle from an unlabelled recording: the
+    calibration is measured, recorded in the manifest, and inside the verified graphs."""
+    trial = trainer_dataset / "a2_t1.h5"
+    rc = cli_main(["export", "--checkpoint", str(session_checkpoint), "--out", str(tmp_path / "bundle"),
+                   "--calibrate", str(trial)])
+    assert rc == 0
+    manifest = load_bundle(tmp_path / "bundle").manifest
+    recorded = manifest.provenance.model_dump()["session_calibration"]
+    assert recorded["animal"] == "animal2" and recorded["from"] == [str(trial)] and recorded["frames"] == 64
+    assert manifest.preprocessing["session_calibration"]["scale"] == recorded["scale"]
+    assert max(manifest.export_check.values()) <= export.PARITY_TOLERANCE
+    # trials of two animals are not one calibration
+    with pytest.raises(ExportError, match="several animals"):
+        export.export_checkpoint(session_checkpoint, tmp_path / "mixed",
+                                 calibration_trials=[trial, trainer_dataset / "a0_t0.h5"])

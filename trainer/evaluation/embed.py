@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from trainer.calibration import CalibrationSet
 from trainer.data.recording import list_trials, open_trial
 from trainer.evaluation.windows import EvaluationError, WindowSet
 
@@ -146,6 +147,7 @@ def encoders_windows(
     animals: dict[str, list[str]] = {name: [] for name in models}
     trials: dict[str, list[str]] = {name: [] for name in models}
     names = []
+    calibrated: dict[str, dict[str, object]] = {name: {} for name in models}
     for path in tqdm(paths, desc="embed trials", unit="trial", disable=not progress):
         with open_trial(path) as trial:
             for model in models.values():
@@ -162,6 +164,7 @@ def encoders_windows(
                 window = int(model.window)  # type: ignore[attr-defined]
                 if trial.n_neural < window:
                     continue  # shorter than one window: no window to score
+                _install_calibration(model, trial.animal_id, frames, calibrated[name])
                 emb = _encoder_windows_of_trial(model, frames, batch)
                 feats[name].append(emb)
                 labels[name].append(frame_labels[window - 1:])
@@ -178,6 +181,28 @@ def encoders_windows(
             np.array(animals[name]), np.array(trials[name]), class_names, window,
         )
     return out
+
+
+def _install_calibration(model: object, animal: str, frames: np.ndarray, done: dict[str, object]) -> None:
+    """Session-normalised encoders decode each animal with its own calibration: the checkpoint's
+    for a training animal, else one estimated from this (its first) trial's frames, no labels."""
+    import torch
+
+    session = model.frame_encoder.session  # type: ignore[attr-defined]
+    if session is None:
+        return
+    if animal not in done:
+        calibrations = getattr(model, "calibrations", None)
+        if calibrations is None:
+            raise EvaluationError("a session-normalised encoder needs its checkpoint's calibration "
+                                  "(load it with load_encoder)")
+        pooled = None
+        if animal not in calibrations.animals:
+            with torch.inference_mode():
+                raw = torch.from_numpy(np.asarray(frames, dtype=np.float32))
+                pooled = model.frame_encoder.preprocess(raw).squeeze(1).numpy()  # type: ignore[attr-defined]
+        done[animal] = calibrations.for_animal(animal, pooled)
+    session.set_calibration(done[animal])
 
 
 def encoder_windows(model: object, data_dir: str | Path, batch: int = 256, progress: bool = True) -> WindowSet:
@@ -207,4 +232,5 @@ def load_encoder(checkpoint: str | Path) -> tuple[object, dict]:
     except (ValueError, RuntimeError) as exc:
         raise EvaluationError(f"{path}: cannot rebuild the encoder: {exc}") from exc
     model.eval()
+    model.calibrations = CalibrationSet.from_checkpoint(ckpt)  # session encoders: per-animal calibration
     return model, ckpt

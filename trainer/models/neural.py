@@ -29,11 +29,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trainer.models.registry import register
 
-NormaliseMode = Literal["frame", "log"]
+NormaliseMode = Literal["frame", "log", "session"]
 
 # log1p of the uint16 range is at most ~11.1; "log" mode maps counts into roughly [0, 1].
 _LOG_UINT16 = 11.090355
@@ -56,23 +57,63 @@ class Downsample(nn.Module):
 
 
 class Normalise(nn.Module):
-    """log1p of non-negative counts, then per-frame standardisation ("frame") or a fixed scale ("log")."""
+    """log1p of non-negative counts, then per-frame standardisation ("frame"), a fixed scale
+    ("log"), or the session calibration's per-pixel log baseline subtracted and then per-frame
+    standardisation ("session")."""
 
     def __init__(self, mode: NormaliseMode = "frame", eps: float = 1e-3) -> None:
         super().__init__()
-        if mode not in ("frame", "log"):
-            raise ValueError(f"normalise mode must be 'frame' or 'log', got {mode!r}")
+        if mode not in ("frame", "log", "session"):
+            raise ValueError(f"normalise mode must be 'frame', 'log' or 'session', got {mode!r}")
         self.mode = mode
         self.eps = eps
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, baseline: Tensor | None = None) -> Tensor:
         x = torch.log1p(torch.clamp(x, min=0.0))
         if self.mode == "log":
             return x / _LOG_UINT16
+        if self.mode == "session":
+            if baseline is None:
+                raise ValueError("session normalisation needs the calibration's per-pixel log baseline")
+            x = x - baseline
         mean = x.mean(dim=(-2, -1), keepdim=True)
         centred = x - mean
         std = torch.sqrt((centred * centred).mean(dim=(-2, -1), keepdim=True) + self.eps)
         return centred / std
+
+
+class SessionLayer(nn.Module):
+    """A session calibration inside the graph (trainer/calibration.py): the sampling grid that
+    aligns an animal's pooled frame to the template, and the per-pixel log1p baseline. Buffers,
+    not parameters and not in the state dict: they describe the animal being decoded, not the
+    model, and are set with `set_calibration` (training keeps them at identity and passes every
+    frame's own animal's baseline instead)."""
+
+    def __init__(self, pooled_shape: tuple[int, int]) -> None:
+        super().__init__()
+        h, w = pooled_shape
+        identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+        self.register_buffer("grid", F.affine_grid(identity, [1, 1, h, w], align_corners=False), persistent=False)
+        self.register_buffer("baseline", torch.zeros(1, 1, h, w), persistent=False)
+        self.calibrated = False
+        self.summary: dict[str, Any] = {}
+
+    def set_calibration(self, calibration: Any) -> None:
+        """Install a `trainer.calibration.SessionCalibration` of this encoder's pooled shape."""
+        h, w = self.baseline.shape[-2:]
+        if tuple(calibration.log_mean.shape) != (h, w):
+            raise ValueError(f"calibration is {tuple(calibration.log_mean.shape)} but the encoder pools to {(h, w)}")
+        theta = torch.from_numpy(calibration.alignment.theta()).unsqueeze(0)
+        self.grid.copy_(F.affine_grid(theta, [1, 1, h, w], align_corners=False))
+        self.baseline.copy_(torch.from_numpy(calibration.log_mean).view(1, 1, h, w))
+        self.calibrated = True
+        self.summary = calibration.summary()
+
+    def align(self, pooled: Tensor) -> Tensor:
+        """(B, 1, h, w) pooled counts of the calibrated animal -> template space (bilinear; edge
+        pixels repeat outside its field, as in `trainer.alignment.warp`)."""
+        grid = self.grid.expand(pooled.shape[0], -1, -1, -1)
+        return F.grid_sample(pooled, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
@@ -103,6 +144,7 @@ class FrameEncoder(nn.Module):
         self.downsample = Downsample(downsample)
         self.normalise = Normalise(normalise)
         self.pooled_shape = (h // downsample, w // downsample)
+        self.session = SessionLayer(self.pooled_shape) if normalise == "session" else None
         ph, pw = self.pooled_shape
         # each conv block halves the map (stride 2, padding 1: ceil); the last map is flattened,
         # so position is kept
@@ -127,12 +169,19 @@ class FrameEncoder(nn.Module):
         """(B, H, W) raw counts -> (B, 1, h, w) pooled counts (linear; cacheable for training)."""
         return self.downsample(raw.unsqueeze(1))
 
-    def encode_pooled(self, pooled: Tensor) -> Tensor:
-        """(B, 1, h, w) pooled counts -> (B, F): the rest of `forward`, used on cached frames."""
-        return self.cnn(self.normalise(pooled))
+    def encode_pooled(self, pooled: Tensor, baseline: Tensor | None = None) -> Tensor:
+        """(B, 1, h, w) pooled counts (in template space for "session" models) -> (B, F): the
+        rest of `forward`, used on cached frames. `baseline` ((B, 1, h, w), session models
+        only) is each frame's own calibration; by default the installed one."""
+        if self.session is not None and baseline is None:
+            baseline = self.session.baseline
+        return self.cnn(self.normalise(pooled, baseline))
 
     def forward(self, raw: Tensor) -> Tensor:
-        return self.encode_pooled(self.preprocess(raw))
+        pooled = self.preprocess(raw)
+        if self.session is not None:
+            pooled = self.session.align(pooled)
+        return self.encode_pooled(pooled)
 
 
 class TemporalEncoder(nn.Module):
@@ -167,7 +216,9 @@ class NeuralEncoder(nn.Module):
         downsample: integer average-pool factor; `None` picks the largest factor that keeps the
             shorter side >= `pooled_size`.
         pooled_size: target of the automatic `downsample` choice.
-        normalise: "frame" (log1p + per-frame standardisation) or "log" (log1p / log(65536)).
+        normalise: "frame" (log1p + per-frame standardisation), "log" (log1p / log(65536)) or
+            "session" (align to the template, log1p minus the session's per-pixel baseline, then
+            per-frame standardisation: trainer/calibration.py).
         channels: CNN channels per stage (each stage halves the map).
         features: F, per-frame feature size.
         temporal_channels: width of the temporal convolutions.
@@ -226,10 +277,13 @@ class NeuralEncoder(nn.Module):
             "downsample": {"op": "average_pool", "factor": self.frame_encoder.downsample.factor},
             "pooled_shape": list(self.pooled_shape),
             "normalise": {
-                "op": "log1p_then_frame_standardise" if self.frame_encoder.normalise.mode == "frame" else "log1p_scaled",
+                "op": {"frame": "log1p_then_frame_standardise", "log": "log1p_scaled",
+                       "session": "align_then_log1p_minus_session_baseline_then_frame_standardise"}[self.frame_encoder.normalise.mode],
                 "mode": self.frame_encoder.normalise.mode,
                 "eps": self.frame_encoder.normalise.eps,
             },
+            **({"session_calibration": self.frame_encoder.session.summary}
+               if self.frame_encoder.session is not None and self.frame_encoder.session.calibrated else {}),
             "inside_graph": True,
         }
 
@@ -237,8 +291,11 @@ class NeuralEncoder(nn.Module):
         feats = self.frame_encoder(frames.flatten(0, 1)).unflatten(0, (-1, self.window))
         return self.temporal(feats)
 
-    def forward_pooled(self, pooled: Tensor) -> Tensor:
-        """Same as `forward` on windows already passed through `frame_encoder.preprocess`:
-        (B, W, h, w) pooled counts -> (B, D). Training uses it on cached frames."""
-        feats = self.frame_encoder.encode_pooled(pooled.flatten(0, 1).unsqueeze(1))
+    def forward_pooled(self, pooled: Tensor, baseline: Tensor | None = None) -> Tensor:
+        """Same as `forward` on windows already passed through `frame_encoder.preprocess` (and,
+        for session models, aligned): (B, W, h, w) pooled counts -> (B, D). Training uses it on
+        cached frames; `baseline` (B, W, h, w) is each frame's own session calibration."""
+        if baseline is not None:
+            baseline = baseline.flatten(0, 1).unsqueeze(1)
+        feats = self.frame_encoder.encode_pooled(pooled.flatten(0, 1).unsqueeze(1), baseline)
         return self.temporal(feats.unflatten(0, (-1, self.window)))
