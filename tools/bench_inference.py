@@ -99,12 +99,17 @@ def _default_bundle(directory: Path) -> Path:
     """Export the default model, untrained, at 256 x 256 uint16 and window 8."""
     import torch
 
+    from trainer.config import ModelConfig
     from trainer.data.schema import ACTION_NAMES
     from trainer.export import export_model
     from trainer.models import DEFAULT_NEURAL_MODEL, build_model
 
     torch.manual_seed(0)
-    model = build_model(DEFAULT_NEURAL_MODEL, frame_shape=list(DEFAULT_FRAME_SHAPE), window=DEFAULT_WINDOW).eval()
+    # the training default's normalisation, so the timed graph holds what a deployed one does
+    # (session models: the alignment GridSample and baseline subtraction, here at identity)
+    normalise = ModelConfig().normalise
+    model = build_model(DEFAULT_NEURAL_MODEL, frame_shape=list(DEFAULT_FRAME_SHAPE), window=DEFAULT_WINDOW,
+                        normalise=normalise).eval()
     rng = np.random.default_rng(0)
     weight = rng.normal(0, 0.1, (len(ACTION_NAMES), model.embedding_dim)).astype(np.float32)
     bias = np.zeros(len(ACTION_NAMES), np.float32)

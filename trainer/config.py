@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from trainer.augment.neural import NeuralAugmentParams
 from trainer.augment.pose import PoseAugmentParams
 
-Method = Literal["ours", "contrastive_noswap", "simclr", "regression"]
-METHODS: tuple[str, ...] = ("ours", "contrastive_noswap", "simclr", "regression")
+Method = Literal["ours", "ours_adversarial", "contrastive_noswap", "simclr", "regression"]
+METHODS: tuple[str, ...] = ("ours", "ours_adversarial", "contrastive_noswap", "simclr", "regression")
 
 
 class ConfigError(ValueError):
@@ -57,11 +57,21 @@ class OptimConfig(_Section):
 
 class SwapConfig(_Section):
     probability: float = Field(0.5, ge=0, le=1, description="per-frame swap probability (method 'ours')")
+    mode: Literal["frame", "run"] = Field(
+        "frame", description="frame = each frame swapped on its own (the paper); run = one contiguous block per window")
     k: int = Field(16, ge=1, description="nearest neighbours kept per frame and animal")
     temperature: float = Field(1.0, gt=0, description="P ∝ exp(-distance / temperature)")
     descriptor_steps: int = Field(3, ge=1)
     descriptor_dims: int = Field(32, ge=1)
     remove_animal_mean: bool = True
+
+
+class AdversaryConfig(_Section):
+    """Method 'ours_adversarial': an animal classifier on the neural embedding, trained through
+    gradient reversal (domain-adversarial training), so the encoder is pushed to hide identity."""
+
+    weight: float = Field(0.3, ge=0, description="gradient reversal strength (lambda)")
+    hidden: int = Field(64, ge=1, description="hidden units of the animal classifier")
 
 
 class NeuralAugmentConfig(_Section):
@@ -115,6 +125,7 @@ class TrainConfig(_Section):
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     swap: SwapConfig = SwapConfig()
+    adversary: AdversaryConfig = AdversaryConfig()
     augment: AugmentConfig = AugmentConfig()
     data: DataConfig = DataConfig()
 

@@ -39,6 +39,14 @@ Sampling (`SwapIndex`)
     Per batch, sampling is a few vectorised gathers and one `torch.multinomial`: no search.
     s_hat is drawn uniformly among the *other* animals (the paper draws among all animals; a
     draw of s itself would be a wasted, same-animal swap).
+
+Run swapping (`SwapIndex.sample_runs`, `swap.mode = "run"`)
+    Per-frame swapping makes a window a patchwork: every swapped frame jumps to another moment of
+    another animal, so the calcium transients the temporal encoder reads are cut at every jump.
+    The run variant swaps the same expected number of frames, but as one contiguous block per
+    window: the block's middle frame gets its neighbour by the rule above, and the block is the
+    stretch of the other animal's recording around that neighbour (kept inside its trial). At
+    most two junctions per window; neural and pose stay paired frame by frame.
 """
 
 from __future__ import annotations
@@ -106,9 +114,15 @@ class SwapIndex:
     distances: Tensor   # (N, A, k) float32
     animal: Tensor      # (N,) int64 animal index of every frame
     n_animals: int
+    # first and last global frame of every frame's trial (run swapping stays inside a trial)
+    trial_first: Tensor | None = None
+    trial_last: Tensor | None = None
 
     @classmethod
-    def build(cls, descriptors: np.ndarray, animal: np.ndarray, k: int, block: int = 4096) -> SwapIndex:
+    def build(cls, descriptors: np.ndarray, animal: np.ndarray, k: int, block: int = 4096,
+              trial: np.ndarray | None = None) -> SwapIndex:
+        """k-NN of every frame in every animal. `trial` (N,) labels contiguous trials (needed by
+        `sample_runs`)."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         animal_t = torch.as_tensor(animal, dtype=torch.long)
@@ -130,7 +144,16 @@ class SwapIndex:
                 d, j = torch.topk(torch.cdist(q, target), k_eff, dim=1, largest=False)
                 neighbours[start : start + block, a] = idx_a[j]
                 distances[start : start + block, a] = d
-        return cls(neighbours, distances, animal_t, n_animals)
+        first = last = None
+        if trial is not None:
+            trial_t = torch.as_tensor(trial, dtype=torch.long)
+            change = torch.ones(n, dtype=torch.bool)
+            change[1:] = trial_t[1:] != trial_t[:-1]
+            starts = torch.nonzero(change).squeeze(1)
+            ends = torch.cat([starts[1:] - 1, torch.tensor([n - 1])])
+            run = torch.cumsum(change.long(), 0) - 1
+            first, last = starts[run], ends[run]
+        return cls(neighbours, distances, animal_t, n_animals, first, last)
 
     def sample(self, frames: Tensor, probability: float, gen: torch.Generator,
                temperature: float = 1.0) -> Tensor:
@@ -153,3 +176,34 @@ class SwapIndex:
         choice = torch.multinomial(weights.reshape(b * w, -1), 1, generator=gen).view(b, w, 1)
         chosen = torch.gather(self.neighbours[frames, other_bw], 2, choice).squeeze(2)
         return torch.where(swap, chosen, frames)
+
+    def sample_runs(self, frames: Tensor, probability: float, gen: torch.Generator,
+                    temperature: float = 1.0) -> Tensor:
+        """Run swapping (module docstring): per window (B, W) of one animal, Binomial(W, p)
+        frames in one contiguous block are replaced by the matching stretch of one other animal.
+        Returns the new (B, W) frame indices."""
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"swap probability must lie in [0, 1], got {probability}")
+        if self.trial_first is None or self.trial_last is None:
+            raise ValueError("run swapping needs the trial of every frame: build the index with trial=")
+        b, w = frames.shape
+        rows = torch.arange(b)
+        own = self.animal[frames[:, 0]]
+        draw = torch.randint(0, self.n_animals - 1, (b,), generator=gen)
+        other = draw + (draw >= own).long()
+        length = (torch.rand(b, w, generator=gen) < probability).sum(dim=1)  # Binomial(W, p)
+        start = (torch.rand(b, generator=gen) * (w - length + 1).float()).long().clamp(max=w - 1)
+        middle = (start + length // 2).clamp(max=w - 1)
+        anchor = frames[rows, middle]
+        weights = torch.softmax(-self.distances[anchor, other] / temperature, dim=-1)
+        choice = torch.multinomial(weights, 1, generator=gen).squeeze(1)
+        centre = self.neighbours[anchor, other, choice]
+        first = centre - (middle - start)
+        lo, hi = self.trial_first[centre], self.trial_last[centre]
+        first = torch.maximum(first, lo)
+        first = torch.minimum(first, hi - length + 1)
+        fits = (length > 0) & (first >= lo)  # a trial shorter than the block: no swap
+        position = torch.arange(w).unsqueeze(0)
+        in_block = (position >= start.unsqueeze(1)) & (position < (start + length).unsqueeze(1)) & fits.unsqueeze(1)
+        replacement = first.unsqueeze(1) + (position - start.unsqueeze(1))
+        return torch.where(in_block, replacement, frames)

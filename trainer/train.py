@@ -2,6 +2,7 @@
 
 Methods (all train the same `NeuralEncoder`; docs/trainer.md explains the choices):
     ours                pose-guided symmetric InfoNCE + cross-animal swapping + augmentations
+    ours_adversarial    ours + an animal classifier behind gradient reversal (domain-adversarial)
     contrastive_noswap  the same without swapping
     simclr              neural-only NT-Xent between two augmented views of a window
     regression          the encoder predicts the (normalised) pose window, smooth-L1
@@ -46,6 +47,7 @@ from trainer.swapping import SwapIndex, pose_descriptors
 log = structlog.get_logger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+SWAPPING_METHODS = ("ours", "ours_adversarial")
 STATE = "state.pt"
 METRICS = "metrics.json"
 LOSS_PLOT = "loss.png"
@@ -66,17 +68,34 @@ class TrainResult:
 # model + loss
 
 
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward, gradient times -weight backward (Ganin & Lempitsky's reversal layer)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: float) -> Tensor:
+        ctx.weight = weight
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return -ctx.weight * grad, None
+
+
 class Objective(nn.Module):
     """The encoder plus the method's heads; `forward(batch)` returns the loss (one module, so DDP
     sees every trainable parameter in one forward)."""
 
-    def __init__(self, cfg: TrainConfig, encoder: NeuralEncoder, joints: int, pose_len: int) -> None:
+    def __init__(self, cfg: TrainConfig, encoder: NeuralEncoder, joints: int, pose_len: int, animals: int = 1) -> None:
         super().__init__()
         self.method = cfg.method
         self.temperature = cfg.optim.temperature
         self.encoder = encoder
         d, p = cfg.model.embedding_dim, cfg.model.projection_dim
-        if self.method in ("ours", "contrastive_noswap"):
+        self.adversary_weight = cfg.adversary.weight
+        if self.method == "ours_adversarial":
+            self.animal_classifier = nn.Sequential(nn.Linear(d, cfg.adversary.hidden), nn.ReLU(),
+                                                   nn.Linear(cfg.adversary.hidden, animals))
+        if self.method in ("ours", "ours_adversarial", "contrastive_noswap"):
             self.pose_encoder = build_model("pose_conv", joints=joints, embedding_dim=d, channels=cfg.model.pose_channels)
             self.proj_neural = build_model("projection", embedding_dim=d, hidden=d, out_dim=p)
             self.proj_pose = build_model("projection", embedding_dim=d, hidden=d, out_dim=p)
@@ -87,11 +106,21 @@ class Objective(nn.Module):
         else:  # config validation makes this unreachable; kept as a guard
             raise TrainingError(f"unknown method {self.method!r}")
 
-    def forward(self, neural: Tensor, other: Tensor, baseline: Tensor | None = None) -> Tensor:
+    def forward(self, neural: Tensor, other: Tensor, baseline: Tensor | None = None,
+                animals: Tensor | None = None) -> Tensor:
         """neural: pooled windows (B, W, h, w); other: pose windows (B, T, J, 3), or for simclr a
         second augmented view of the neural windows; baseline: each neural frame's session
-        calibration (B, W, h, w), for encoders with session normalisation."""
+        calibration (B, W, h, w), for encoders with session normalisation; animals: each neural
+        frame's animal (B, W), for the adversarial method."""
         emb = self.encoder.forward_pooled(neural, baseline)
+        if self.method == "ours_adversarial":
+            if animals is None:
+                raise TrainingError("the adversarial method needs every frame's animal")
+            # a swapped window mixes two animals: its label is the one most of its frames come from
+            target = torch.mode(animals, dim=1).values
+            logits = self.animal_classifier(_ReverseGradient.apply(emb, self.adversary_weight))
+            contrastive = info_nce(self.proj_neural(emb), self.proj_pose(self.pose_encoder(other)), self.temperature)
+            return contrastive + nn.functional.cross_entropy(logits, target)
         if self.method == "simclr":
             both = self.proj_neural(torch.cat([emb, self.encoder.forward_pooled(other, baseline)]))
             return nt_xent(both[: len(emb)], both[len(emb) :], self.temperature)
@@ -101,8 +130,9 @@ class Objective(nn.Module):
 
 
 class BatchMaker:
-    """Window starts -> (neural, other, baseline) tensors for the method: swap, gather, augment;
-    baseline is the swapped frames' own session calibration (None without calibration)."""
+    """Window starts -> (neural, other, baseline, animals) tensors for the method: swap, gather,
+    augment; baseline is the swapped frames' own session calibration (None without calibration),
+    animals their animal indices (B, W)."""
 
     def __init__(self, cfg: TrainConfig, table: FrameTable, encoder: NeuralEncoder,
                  swap_index: SwapIndex | None) -> None:
@@ -114,22 +144,24 @@ class BatchMaker:
         self.neural_aug = NeuralAugmenter(aug.neural.params(), table.frame_rate_hz, factor) if aug.enabled else None
         self.pose_aug = PoseAugmenter(aug.pose.params()) if aug.enabled else None
 
-    def __call__(self, starts: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None]:
+    def __call__(self, starts: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
         frames = self.table.window_frames(starts)
         if self.swap_index is not None:
-            frames = self.swap_index.sample(frames, self.cfg.swap.probability, gen, self.cfg.swap.temperature)
+            swap = self.swap_index.sample_runs if self.cfg.swap.mode == "run" else self.swap_index.sample
+            frames = swap(frames, self.cfg.swap.probability, gen, self.cfg.swap.temperature)
         neural, pose = self.table.gather(frames)
         baseline = self.table.frame_baselines(frames)
+        animals = torch.from_numpy(self.table.animal[frames.numpy()])
         method = self.cfg.method
         if method == "simclr":
             if self.neural_aug is None:
-                return neural, neural.clone(), baseline
-            return self.neural_aug(neural, gen), self.neural_aug(neural, gen), baseline
+                return neural, neural.clone(), baseline, animals
+            return self.neural_aug(neural, gen), self.neural_aug(neural, gen), baseline, animals
         if self.neural_aug is not None:
             neural = self.neural_aug(neural, gen)
         if method != "regression" and self.pose_aug is not None:
             pose = self.pose_aug(pose, gen)
-        return neural, pose, baseline
+        return neural, pose, baseline, animals
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +220,7 @@ def build_encoder(cfg: TrainConfig, frame_shape: tuple[int, int]) -> NeuralEncod
 
 def build_swap_index(cfg: TrainConfig, table: FrameTable) -> SwapIndex:
     desc = pose_descriptors(table.pose, cfg.swap.descriptor_steps, cfg.swap.descriptor_dims)
-    return SwapIndex.build(desc, table.animal, cfg.swap.k)
+    return SwapIndex.build(desc, table.animal, cfg.swap.k, trial=table.trial)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -280,17 +312,18 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.
         log.info("session calibration", **{name: c.summary() for name, c in table.calibrations.items()})
     if not table.class_names or not (table.window_labels() >= 0).any():
         raise TrainingError(f"{data_dir}: no labelled windows; the checkpoint's action head needs labels")
-    if cfg.method == "ours" and len(table.animals) < 2:
-        raise TrainingError("method 'ours' swaps across animals and needs at least 2 training animals; "
+    if cfg.method in SWAPPING_METHODS and len(table.animals) < 2:
+        raise TrainingError(f"method {cfg.method!r} swaps across animals and needs at least 2 training animals; "
                             "use method=contrastive_noswap for one animal")
     fingerprint = dataset_fingerprint(paths)
     t0 = time.perf_counter()
-    swap_index = build_swap_index(cfg, table) if cfg.method == "ours" and cfg.swap.probability > 0 else None
+    swap_index = build_swap_index(cfg, table) if cfg.method in SWAPPING_METHODS and cfg.swap.probability > 0 else None
     swap_build_s = time.perf_counter() - t0
     log.info("training set", method=cfg.method, **table.summary(), swap_index_s=round(swap_build_s, 2),
              rank=dd.rank, world=dd.world, device=str(device))
 
-    objective = Objective(cfg, encoder, len(table.joint_names), table.window * table.pose_steps).to(device)
+    objective = Objective(cfg, encoder, len(table.joint_names), table.window * table.pose_steps,
+                          len(table.animals)).to(device)
     make_batch = BatchMaker(cfg, table, encoder, swap_index)
     batch = cfg.optim.batch_size
     steps = cfg.optim.steps_per_epoch or max(1, table.n_windows // (batch * dd.world))
@@ -322,10 +355,11 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.
             pos = (step * dd.world + dd.rank) * batch
             idx = torch.arange(pos, pos + batch) % table.n_windows  # wraps when steps exceed one pass
             starts = torch.from_numpy(table.starts)[order[idx]]
-            neural, other, baseline = make_batch(starts, gen)
+            neural, other, baseline, animals = make_batch(starts, gen)
             if baseline is not None:
                 baseline = baseline.to(device, non_blocking=True)
-            loss = model(neural.to(device, non_blocking=True), other.to(device, non_blocking=True), baseline)
+            loss = model(neural.to(device, non_blocking=True), other.to(device, non_blocking=True), baseline,
+                         animals.to(device, non_blocking=True))
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
                                     f"lower optim.lr (now {cfg.optim.lr})")

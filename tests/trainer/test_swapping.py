@@ -101,3 +101,29 @@ def test_bad_inputs() -> None:
     index, _ = _index()
     with pytest.raises(ValueError, match="probability"):
         index.sample(torch.zeros(2, 3, dtype=torch.long), 1.5, torch.Generator())
+
+
+def test_run_swapping_replaces_one_contiguous_stretch_of_another_animal() -> None:
+    plain, desc = _index()
+    trial = np.repeat(np.arange(12), 50)  # 600 frames: 12 trials of 50, contiguous, 4 per animal
+    index = SwapIndex.build(desc, plain.animal.numpy(), k=5, trial=trial)
+    gen = torch.Generator().manual_seed(0)
+    starts = torch.arange(0, 590, 3)
+    frames = starts.unsqueeze(1) + torch.arange(8)
+    frames = frames[index.animal[frames].eq(index.animal[frames[:, :1]]).all(dim=1)]
+    out = index.sample_runs(frames, 0.5, gen)
+    changed = out != frames
+    assert changed.float().mean().item() == pytest.approx(0.5, abs=0.08)
+    own = index.animal[frames[:, 0]]
+    for row in range(len(out)):
+        pos = torch.nonzero(changed[row]).flatten()
+        if len(pos) == 0:
+            continue
+        assert torch.equal(pos, torch.arange(pos[0], pos[-1] + 1))  # one block
+        block = out[row, pos]
+        assert torch.equal(block, torch.arange(block[0], block[0] + len(block)))  # a real stretch of time
+        assert len(set(trial[block.numpy()].tolist())) == 1  # inside one trial
+        assert (index.animal[block] != own[row]).all() and len(set(index.animal[block].tolist())) == 1
+    assert torch.equal(index.sample_runs(frames, 0.0, gen), frames)
+    with pytest.raises(ValueError, match="trial="):
+        plain.sample_runs(frames, 0.5, gen)

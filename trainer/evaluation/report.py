@@ -18,7 +18,7 @@ from typing import Any
 from trainer.evaluation.protocol import PROTOCOLS
 
 # Row order of the tables; other method names follow in the order given.
-METHOD_ORDER = ("raw_linear", "simclr", "regression", "contrastive_noswap", "cebra", "ours")
+METHOD_ORDER = ("raw_linear", "simclr", "regression", "contrastive_noswap", "cebra", "ours", "ours_adversarial")
 METHOD_TITLES = {
     "raw_linear": "Linear on raw frames",
     "simclr": "SimCLR (neural only)",
@@ -26,6 +26,7 @@ METHOD_TITLES = {
     "contrastive_noswap": "Pose-guided contrastive, no swapping",
     "cebra": "CEBRA (multi-session, pose)",
     "ours": "Pose-guided contrastive + swapping (ours)",
+    "ours_adversarial": "Ours + gradient-reversal animal adversary",
 }
 FRACTIONS = ("0.5", "1.0")
 
