@@ -118,7 +118,7 @@ def _blur(img: Tensor, sigma_px: float) -> Tensor:
 
 
 def registration_image(pooled: np.ndarray | Tensor, max_frames: int = 4000) -> np.ndarray:
-    """(N, h, w) pooled raw counts of one animal -> (2, h, w) float32: high-passed, z-scored
+    """(N, h, w) pooled raw counts of one animal -> (2, h, w) float32: band-passed, z-scored
     temporal mean and standard deviation of log1p counts (at most `max_frames`, evenly spaced)."""
     x = torch.as_tensor(np.asarray(pooled), dtype=torch.float32)
     if x.ndim != 3 or len(x) < 2:

@@ -30,7 +30,7 @@ import structlog
 log = structlog.get_logger(__name__)
 
 TRAINED_METHODS = ("ours", "ours_adversarial", "contrastive_noswap", "simclr", "regression")
-ALL_METHODS = ("raw_linear", *TRAINED_METHODS, "cebra")
+ALL_METHODS = ("raw_linear", "raw_linear_aligned", *TRAINED_METHODS, "cebra")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +92,12 @@ def dataset_summary(data: Path) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     from trainer.config import ConfigError, load_config
     from trainer.data.recording import RecordingError
-    from trainer.evaluation.baselines import CebraSettings, cebra_windows, raw_linear_windows
+    from trainer.evaluation.baselines import (
+        CebraSettings,
+        cebra_windows,
+        raw_linear_aligned_windows,
+        raw_linear_windows,
+    )
     from trainer.evaluation.embed import encoders_windows, load_encoder, load_tables
     from trainer.evaluation.report import bench_json, markdown_tables, write_json_atomic, write_text_atomic
     from trainer.evaluation.suite import ProtocolSettings, evaluate_sets, write_reports
@@ -144,11 +149,14 @@ def run(args: argparse.Namespace) -> int:
             sets.update(encoders_windows(encoders, data, progress=progress))
         window = window or load_config(train_config).model.window
         extra_info: dict[str, Any] = {}
-        if "raw_linear" in args.methods or "cebra" in args.methods:
+        if {"raw_linear", "raw_linear_aligned", "cebra"} & set(args.methods):
             tables = load_tables(data, progress=progress)
             if "raw_linear" in args.methods:
                 sets["raw_linear"] = raw_linear_windows(tables, window)
                 throughput["raw_linear"], epoch_s["raw_linear"] = None, None  # nothing is trained
+            if "raw_linear_aligned" in args.methods:
+                sets["raw_linear_aligned"] = raw_linear_aligned_windows(tables, window)
+                throughput["raw_linear_aligned"], epoch_s["raw_linear_aligned"] = None, None
             if "cebra" in args.methods:
                 cs = CebraSettings() if args.cebra_iterations is None else CebraSettings(max_iterations=args.cebra_iterations)
                 sets["cebra"], info = cebra_windows(tables, window, cs, seed=args.train_seed, progress=progress)

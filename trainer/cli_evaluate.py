@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset directory of *.h5 trials (labelled)")
     parser.add_argument("--out", required=True, help="output directory for the report and figures")
     parser.add_argument("--name", default=None, help="row name of the checkpoint (default: its training method)")
-    parser.add_argument("--baselines", nargs="*", default=["raw_linear"], choices=["raw_linear", "cebra"],
+    parser.add_argument("--baselines", nargs="*", default=["raw_linear"], choices=["raw_linear", "raw_linear_aligned", "cebra"],
                         help="baselines evaluated beside it on the same windows (default: raw_linear)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="probe seeds (label subsets)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.5, 1.0], help="label fractions")
@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from trainer.data.recording import RecordingError
-    from trainer.evaluation.baselines import CebraSettings, cebra_windows, raw_linear_windows
+    from trainer.evaluation.baselines import CebraSettings, cebra_windows, raw_linear_aligned_windows, raw_linear_windows
     from trainer.evaluation.embed import encoder_windows, load_encoder, load_tables
     from trainer.evaluation.suite import ProtocolSettings, evaluate_sets, write_reports
     from trainer.evaluation.windows import EvaluationError
@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
             tables = load_tables(args.data, progress=progress)
             if "raw_linear" in args.baselines:
                 sets["raw_linear"] = raw_linear_windows(tables, model.window)
+            if "raw_linear_aligned" in args.baselines:
+                sets["raw_linear_aligned"] = raw_linear_aligned_windows(tables, model.window)
             if "cebra" in args.baselines:
                 cs = CebraSettings() if args.cebra_iterations is None else CebraSettings(max_iterations=args.cebra_iterations)
                 sets["cebra"], extra["cebra"] = cebra_windows(tables, model.window, cs, progress=progress)

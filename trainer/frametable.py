@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from trainer.alignment import warp
-from trainer.calibration import SessionCalibration, calibrate_group
+from trainer.calibration import MAX_FRAMES, SessionCalibration, calibrate_group
 from trainer.data.recording import RecordingError, open_trial
 from trainer.models.neural import FrameEncoder
 from trainer.swapping import animal_scale, body_anchor_joints, normalise_poses
@@ -233,7 +233,10 @@ def calibrate_table(table: FrameTable, progress: bool = True) -> None:
     """Calibrate every animal of `table` (trainer/calibration.py) and move its pooled frames into
     the template's space, in place. A memory-mapped table gets a memory-mapped aligned copy
     beside it, so memory stays bounded."""
-    per_animal = {name: table.pooled[table.animal == a] for a, name in enumerate(table.animals)}
+    per_animal = {}
+    for a, name in enumerate(table.animals):  # at most MAX_FRAMES per animal are read for statistics
+        idx = np.flatnonzero(table.animal == a)
+        per_animal[name] = table.pooled[idx[np.linspace(0, len(idx) - 1, min(len(idx), MAX_FRAMES)).astype(np.int64)]]
     template, calibrations = calibrate_group(per_animal)
     source = table.pooled
     if isinstance(source, np.memmap):

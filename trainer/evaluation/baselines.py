@@ -5,6 +5,10 @@
   first half and the mean of its second half, concatenated (2 x h x w numbers): the probe sees
   the level and the change of every pooled pixel over the window, at a size a logistic
   regression fits in seconds.
+- ``raw_linear_aligned``: the same probe on the same pooled frames after the session
+  calibration the trained encoders get (trainer/calibration.py): each animal's frames aligned to
+  a group template of all animals, log1p, minus the animal's per-pixel log baseline. It shows
+  how much of a trained encoder's transfer the calibration alone explains.
 - ``cebra``: the external peer (pip package ``cebra``), multi-session (one session per animal,
   its trials concatenated) and behaviour-supervised with the pose: a contrastive encoder over
   time whose positive pairs are frames with similar pose, across animals. Input per frame: the
@@ -29,12 +33,32 @@ import numpy as np
 from trainer.evaluation.embed import TrialTable, windows_from_frames
 from trainer.evaluation.windows import EvaluationError, WindowSet
 
-BASELINES = ("raw_linear", "cebra")
+BASELINES = ("raw_linear", "raw_linear_aligned", "cebra")
 
 
 def raw_linear_windows(tables: list[TrialTable], window: int) -> WindowSet:
     """Raw pooled frames of each window (two temporal halves), for the linear probe."""
     return windows_from_frames(tables, [t.pooled for t in tables], window, flatten_window=True)
+
+
+def raw_linear_aligned_windows(tables: list[TrialTable], window: int) -> WindowSet:
+    """`raw_linear` after session calibration (module docstring); no labels are used."""
+    import torch
+
+    from trainer.alignment import warp
+    from trainer.calibration import calibrate_group
+
+    def frames(t: TrialTable) -> np.ndarray:
+        return t.pooled.reshape(len(t.pooled), *t.pooled_shape)
+
+    animals = sorted({t.animal for t in tables})
+    _, calibrations = calibrate_group({a: np.concatenate([frames(t) for t in tables if t.animal == a]) for a in animals})
+    per_frame = []
+    for t in tables:
+        cal = calibrations[t.animal]
+        aligned = warp(torch.from_numpy(np.ascontiguousarray(frames(t), dtype=np.float32)), cal.alignment).numpy()
+        per_frame.append((np.log1p(np.clip(aligned, 0.0, None)) - cal.log_mean).reshape(len(t.pooled), -1))
+    return windows_from_frames(tables, per_frame, window, flatten_window=True)
 
 
 @dataclass(frozen=True)

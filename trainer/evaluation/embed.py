@@ -34,6 +34,7 @@ class TrialTable:
     pooled: np.ndarray       # (T, h*w) float32 block-averaged raw counts
     pose: np.ndarray         # (T, J, 3) float32 pose at each neural frame's timestamp
     class_names: tuple[str, ...]
+    pooled_shape: tuple[int, int]  # (h, w) of each pooled frame
 
 
 def trial_key(animal: str, trial: str) -> str:
@@ -73,7 +74,7 @@ def load_tables(data_dir: str | Path, pooled_short_side: int = 16, progress: boo
             pooled = np.concatenate(chunks).reshape(trial.n_neural, -1)
             tables.append(TrialTable(
                 trial_key(trial.animal_id, trial.trial_id), trial.animal_id, trial.neural_labels(),
-                pooled, trial.neural_pose(), tuple(trial.class_names),
+                pooled, trial.neural_pose(), tuple(trial.class_names), tuple(chunks[0].shape[1:]),
             ))
     _class_names([t.class_names for t in tables], paths)
     return tables

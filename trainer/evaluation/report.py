@@ -18,9 +18,10 @@ from typing import Any
 from trainer.evaluation.protocol import PROTOCOLS
 
 # Row order of the tables; other method names follow in the order given.
-METHOD_ORDER = ("raw_linear", "simclr", "regression", "contrastive_noswap", "cebra", "ours", "ours_adversarial")
+METHOD_ORDER = ("raw_linear", "raw_linear_aligned", "simclr", "regression", "contrastive_noswap", "cebra", "ours", "ours_adversarial")
 METHOD_TITLES = {
     "raw_linear": "Linear on raw frames",
+    "raw_linear_aligned": "Linear on raw frames, session-calibrated",
     "simclr": "SimCLR (neural only)",
     "regression": "Regression to pose",
     "contrastive_noswap": "Pose-guided contrastive, no swapping",

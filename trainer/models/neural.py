@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from trainer.alignment import IDENTITY, sampling_grid
 from trainer.models.registry import register
 
 NormaliseMode = Literal["frame", "log", "session"]
@@ -92,8 +93,7 @@ class SessionLayer(nn.Module):
     def __init__(self, pooled_shape: tuple[int, int]) -> None:
         super().__init__()
         h, w = pooled_shape
-        identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
-        self.register_buffer("grid", F.affine_grid(identity, [1, 1, h, w], align_corners=False), persistent=False)
+        self.register_buffer("grid", sampling_grid(IDENTITY, (h, w)), persistent=False)
         self.register_buffer("baseline", torch.zeros(1, 1, h, w), persistent=False)
         self.calibrated = False
         self.summary: dict[str, Any] = {}
@@ -103,8 +103,7 @@ class SessionLayer(nn.Module):
         h, w = self.baseline.shape[-2:]
         if tuple(calibration.log_mean.shape) != (h, w):
             raise ValueError(f"calibration is {tuple(calibration.log_mean.shape)} but the encoder pools to {(h, w)}")
-        theta = torch.from_numpy(calibration.alignment.theta()).unsqueeze(0)
-        self.grid.copy_(F.affine_grid(theta, [1, 1, h, w], align_corners=False))
+        self.grid.copy_(sampling_grid(calibration.alignment, (h, w)))
         self.baseline.copy_(torch.from_numpy(calibration.log_mean).view(1, 1, h, w))
         self.calibrated = True
         self.summary = calibration.summary()

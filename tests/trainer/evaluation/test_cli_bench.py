@@ -11,7 +11,8 @@ from tools.cli import main
 
 ISSUE_KEYS = {"dataset", "chance", "multi_animal", "single_animal", "identity", "spread",
               "train_throughput_windows_per_s"}
-METHODS = {"raw_linear", "simclr", "regression", "contrastive_noswap", "ours", "cebra"}
+METHODS = {"raw_linear", "raw_linear_aligned", "simclr", "regression", "contrastive_noswap", "ours",
+           "ours_adversarial", "cebra"}
 
 
 @pytest.mark.slow

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from trainer.data.recording import list_trials, open_trial
-from trainer.evaluation.baselines import CebraSettings, _causal, cebra_windows, normalise_pose, raw_linear_windows
+from trainer.evaluation.baselines import (
+    CebraSettings,
+    _causal,
+    cebra_windows,
+    normalise_pose,
+    raw_linear_aligned_windows,
+    raw_linear_windows,
+)
 from trainer.evaluation.embed import block_pool, encoder_windows, load_encoder, load_tables
 from trainer.evaluation.windows import EvaluationError
 from trainer.models import build_model
@@ -49,6 +56,21 @@ def test_raw_windows_are_half_window_means_of_pooled_frames(trainer_dataset: Pat
     first = ws.features[0]  # window of frames 0..3
     np.testing.assert_allclose(first[:64], pooled[0:2].mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(first[64:], pooled[2:4].mean(axis=0), rtol=1e-5)
+
+
+def test_aligned_raw_windows_are_calibrated_per_animal(trainer_dataset: Path) -> None:
+    """Same windows as raw_linear; every pooled pixel centred on its animal's own log baseline
+    (after alignment), so each animal's features average to ~0."""
+    tables = load_tables(trainer_dataset, pooled_short_side=8, progress=False)
+    ws = raw_linear_aligned_windows(tables, window=4)
+    plain = raw_linear_windows(tables, window=4)
+    assert ws.features.shape == plain.features.shape
+    np.testing.assert_array_equal(ws.labels, plain.labels)
+    np.testing.assert_array_equal(ws.animals, plain.animals)
+    for animal in np.unique(ws.animals):
+        mean = ws.features[ws.animals == animal].mean(axis=0)
+        assert np.abs(mean).max() < 0.05, animal
+    assert np.abs(plain.features.mean(axis=0)).max() > 10  # raw counts are far from centred
 
 
 def test_pose_normalisation_removes_position_and_scale() -> None:
