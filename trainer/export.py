@@ -504,7 +504,7 @@ def export_checkpoint(
 
     An encoder with session normalisation decodes one animal: give `calibration_trials` (a
     recording of that animal, no labels needed; its field of view is aligned to the checkpoint's
-    template and its pixel statistics measured) or `animal` (one the checkpoint trained on)."""
+    template and its pixel baseline measured) or `animal` (one the checkpoint trained on)."""
     from trainer.models import build_model
 
     ckpt = load_checkpoint(checkpoint)

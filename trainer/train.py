@@ -113,20 +113,20 @@ class Objective(nn.Module):
         calibration (B, W, h, w), for encoders with session normalisation; animals: each neural
         frame's animal (B, W), for the adversarial method."""
         emb = self.encoder.forward_pooled(neural, baseline)
+        if self.method == "simclr":
+            both = self.proj_neural(torch.cat([emb, self.encoder.forward_pooled(other, baseline)]))
+            return nt_xent(both[: len(emb)], both[len(emb) :], self.temperature)
+        if self.method == "regression":
+            return pose_regression_loss(self.regressor(emb), other)
+        loss = info_nce(self.proj_neural(emb), self.proj_pose(self.pose_encoder(other)), self.temperature)
         if self.method == "ours_adversarial":
             if animals is None:
                 raise TrainingError("the adversarial method needs every frame's animal")
             # a swapped window mixes two animals: its label is the one most of its frames come from
             target = torch.mode(animals, dim=1).values
             logits = self.animal_classifier(_ReverseGradient.apply(emb, self.adversary_weight))
-            contrastive = info_nce(self.proj_neural(emb), self.proj_pose(self.pose_encoder(other)), self.temperature)
-            return contrastive + nn.functional.cross_entropy(logits, target)
-        if self.method == "simclr":
-            both = self.proj_neural(torch.cat([emb, self.encoder.forward_pooled(other, baseline)]))
-            return nt_xent(both[: len(emb)], both[len(emb) :], self.temperature)
-        if self.method == "regression":
-            return pose_regression_loss(self.regressor(emb), other)
-        return info_nce(self.proj_neural(emb), self.proj_pose(self.pose_encoder(other)), self.temperature)
+            loss = loss + nn.functional.cross_entropy(logits, target)
+        return loss
 
 
 class BatchMaker:
