@@ -130,6 +130,8 @@ def pooled_frames_of_trials(paths: Sequence[Path], frame_encoder: torch.nn.Modul
     if len(animals) != 1:
         raise ValueError(f"calibration trials come from several animals {sorted(animals)}; calibrate one animal")
     total = sum(counts)
+    if total < 2:
+        raise ValueError(f"calibration trials hold {total} frames; a calibration needs at least 2")
     keep = set(np.linspace(0, total - 1, min(total, MAX_FRAMES)).astype(np.int64).tolist())
     pooled, offset = [], 0
     for path, n in zip(paths, counts, strict=True):
