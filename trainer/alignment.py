@@ -40,6 +40,19 @@ FINE_ROTATION_STEP_DEG = 0.5
 FINE_SCALE_STEP = 0.0125
 LOWPASS_SIGMA_PX = 1.0
 HIGHPASS_SIGMA = 0.12  # fraction of the shorter side: keeps neurons and lobe edges, drops smooth background
+MAX_FRAMES = 4000  # evenly spaced frames used for images and statistics: more adds nothing but time
+
+
+def evenly_spaced(n: int, limit: int = MAX_FRAMES) -> np.ndarray:
+    """Indices of at most `limit` of `n` frames, spread evenly over them (all when n <= limit)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.linspace(0, n - 1, limit).astype(np.int64)
+
+
+def _standardise(img: np.ndarray) -> np.ndarray:
+    """(C, h, w) -> zero mean, unit standard deviation per channel."""
+    return (img - img.mean(axis=(-2, -1), keepdims=True)) / np.maximum(img.std(axis=(-2, -1), keepdims=True), 1e-6)
 
 
 @dataclass(frozen=True)
@@ -117,14 +130,13 @@ def _blur(img: Tensor, sigma_px: float) -> Tensor:
     return out.squeeze(0)
 
 
-def registration_image(pooled: np.ndarray | Tensor, max_frames: int = 4000) -> np.ndarray:
+def registration_image(pooled: np.ndarray | Tensor, max_frames: int = MAX_FRAMES) -> np.ndarray:
     """(N, h, w) pooled raw counts of one animal -> (2, h, w) float32: band-passed, z-scored
     temporal mean and standard deviation of log1p counts (at most `max_frames`, evenly spaced)."""
     x = torch.as_tensor(np.asarray(pooled), dtype=torch.float32)
     if x.ndim != 3 or len(x) < 2:
         raise ValueError(f"need (N >= 2, h, w) frames for a registration image, got shape {tuple(x.shape)}")
-    if len(x) > max_frames:
-        x = x[torch.linspace(0, len(x) - 1, max_frames).long()]
+    x = x[torch.from_numpy(evenly_spaced(len(x), max_frames))]
     x = torch.log1p(torch.clamp(x, min=0.0))
     img = torch.stack([x.mean(0), x.std(0)])
     # band-pass: the low-pass evens out bilinear resampling, which otherwise favours the one
@@ -245,17 +257,13 @@ def build_template(images: Sequence[np.ndarray], iterations: int = 2) -> tuple[n
     alignments = [IDENTITY] * len(images)
     for _ in range(iterations):
         alignments = [estimate_alignment(img, template) for img in images]
-        template = np.mean([warp_image(img, a) for img, a in zip(images, alignments, strict=True)], axis=0)
-        template = (template - template.mean(axis=(-2, -1), keepdims=True)) / np.maximum(
-            template.std(axis=(-2, -1), keepdims=True), 1e-6)
+        template = _standardise(np.mean([warp_image(img, a) for img, a in zip(images, alignments, strict=True)], axis=0))
     # Recentre on the average animal (mean rotation, log-scale and shift): the loop above can
     # drift (shrink or turn the template) without changing how well images match.
     mean = Alignment(float(np.mean([a.rotation_deg for a in alignments])),
                      float(np.exp(np.mean([np.log(a.scale) for a in alignments]))),
                      float(np.mean([a.shift_x for a in alignments])), float(np.mean([a.shift_y for a in alignments])))
     centre = mean.inverse()
-    template = np.mean([warp_image(img, a.then(centre)) for img, a in zip(images, alignments, strict=True)], axis=0)
-    template = (template - template.mean(axis=(-2, -1), keepdims=True)) / np.maximum(
-        template.std(axis=(-2, -1), keepdims=True), 1e-6)
+    template = _standardise(np.mean([warp_image(img, a.then(centre)) for img, a in zip(images, alignments, strict=True)], axis=0))
     alignments = [estimate_alignment(img, template) for img in images]
     return template.astype(np.float32), alignments

@@ -27,9 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.alignment import Alignment, build_template, estimate_alignment, registration_image, warp
-
-MAX_FRAMES = 4000  # evenly spaced frames used for statistics: more adds nothing but time
+from trainer.alignment import (
+    MAX_FRAMES,
+    Alignment,
+    build_template,
+    estimate_alignment,
+    evenly_spaced,
+    registration_image,
+    warp,
+)
 
 
 @dataclass(frozen=True)
@@ -49,11 +55,15 @@ class SessionCalibration:
     def summary(self) -> dict[str, Any]:
         return {**self.alignment.to_dict(), "frames": self.frames}
 
+    def log_ratio(self, pooled: np.ndarray) -> np.ndarray:
+        """(N, h, w) pooled counts of this animal -> aligned log1p counts minus the pixel
+        baseline: the encoder's session normalisation before its per-frame standardisation."""
+        aligned = warp(torch.from_numpy(np.ascontiguousarray(pooled, dtype=np.float32)), self.alignment).numpy()
+        return np.log1p(np.clip(aligned, 0.0, None)) - self.log_mean
+
 
 def _subsample(pooled: np.ndarray) -> np.ndarray:
-    if len(pooled) <= MAX_FRAMES:
-        return np.asarray(pooled, dtype=np.float32)
-    return np.asarray(pooled[np.linspace(0, len(pooled) - 1, MAX_FRAMES).astype(np.int64)], dtype=np.float32)
+    return np.asarray(pooled[evenly_spaced(len(pooled))], dtype=np.float32)
 
 
 def pixel_log_mean(aligned: np.ndarray) -> np.ndarray:
@@ -132,7 +142,7 @@ def pooled_frames_of_trials(paths: Sequence[Path], frame_encoder: torch.nn.Modul
     total = sum(counts)
     if total < 2:
         raise ValueError(f"calibration trials hold {total} frames; a calibration needs at least 2")
-    keep = set(np.linspace(0, total - 1, min(total, MAX_FRAMES)).astype(np.int64).tolist())
+    keep = set(evenly_spaced(total).tolist())
     pooled, offset = [], 0
     for path, n in zip(paths, counts, strict=True):
         with open_trial(path) as trial, torch.inference_mode():

@@ -37,7 +37,7 @@ class ModelConfig(_Section):
     pooled_size: int = Field(32, ge=4)
     downsample: int = Field(0, ge=0, description="average-pool factor; 0 = automatic from pooled_size")
     normalise: Literal["frame", "log", "session"] = Field(
-        "session", description="session = align each animal to a template, per-pixel z-scores (trainer/calibration.py)")
+        "session", description="session = align each animal to a template, subtract its per-pixel log baseline (trainer/calibration.py)")
     channels: list[int] = [16, 32, 64]
     features: int = Field(64, ge=1)
     temporal_channels: int = Field(64, ge=1)

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from trainer.alignment import warp
-from trainer.calibration import MAX_FRAMES, SessionCalibration, calibrate_group
+from trainer.alignment import evenly_spaced, warp
+from trainer.calibration import SessionCalibration, calibrate_group
 from trainer.data.recording import RecordingError, open_trial
 from trainer.models.neural import FrameEncoder
 from trainer.swapping import animal_scale, body_anchor_joints, normalise_poses
@@ -234,9 +234,9 @@ def calibrate_table(table: FrameTable, progress: bool = True) -> None:
     the template's space, in place. A memory-mapped table gets a memory-mapped aligned copy
     beside it, so memory stays bounded."""
     per_animal = {}
-    for a, name in enumerate(table.animals):  # at most MAX_FRAMES per animal are read for statistics
+    for a, name in enumerate(table.animals):  # only the frames the statistics use are read
         idx = np.flatnonzero(table.animal == a)
-        per_animal[name] = table.pooled[idx[np.linspace(0, len(idx) - 1, min(len(idx), MAX_FRAMES)).astype(np.int64)]]
+        per_animal[name] = table.pooled[idx[evenly_spaced(len(idx))]]
     template, calibrations = calibrate_group(per_animal)
     source = table.pooled
     if isinstance(source, np.memmap):

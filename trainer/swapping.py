@@ -163,18 +163,10 @@ class SwapIndex:
         `probability` for one of its k nearest frames in s_hat, drawn with
         P ∝ exp(-distance / temperature). Returns the new (B, W) frame indices; neural frames and
         poses are then both gathered from them, so the two modalities stay paired."""
-        if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"swap probability must lie in [0, 1], got {probability}")
         b, w = frames.shape
-        own = self.animal[frames[:, 0]]
-        draw = torch.randint(0, self.n_animals - 1, (b,), generator=gen)
-        other = draw + (draw >= own).long()  # uniform over the other animals
+        other = self._other_animal(frames, probability, gen)
         swap = torch.rand(b, w, generator=gen) < probability
-        other_bw = other.unsqueeze(1).expand(b, w)
-        dist = self.distances[frames, other_bw]  # (B, W, k)
-        weights = torch.softmax(-dist / temperature, dim=-1)
-        choice = torch.multinomial(weights.reshape(b * w, -1), 1, generator=gen).view(b, w, 1)
-        chosen = torch.gather(self.neighbours[frames, other_bw], 2, choice).squeeze(2)
+        chosen = self._neighbour(frames, other.unsqueeze(1).expand(b, w), gen, temperature)
         return torch.where(swap, chosen, frames)
 
     def sample_runs(self, frames: Tensor, probability: float, gen: torch.Generator,
@@ -182,22 +174,14 @@ class SwapIndex:
         """Run swapping (module docstring): per window (B, W) of one animal, Binomial(W, p)
         frames in one contiguous block are replaced by the matching stretch of one other animal.
         Returns the new (B, W) frame indices."""
-        if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"swap probability must lie in [0, 1], got {probability}")
         if self.trial_first is None or self.trial_last is None:
             raise ValueError("run swapping needs the trial of every frame: build the index with trial=")
         b, w = frames.shape
-        rows = torch.arange(b)
-        own = self.animal[frames[:, 0]]
-        draw = torch.randint(0, self.n_animals - 1, (b,), generator=gen)
-        other = draw + (draw >= own).long()
+        other = self._other_animal(frames, probability, gen)
         length = (torch.rand(b, w, generator=gen) < probability).sum(dim=1)  # Binomial(W, p)
         start = (torch.rand(b, generator=gen) * (w - length + 1).float()).long().clamp(max=w - 1)
         middle = (start + length // 2).clamp(max=w - 1)
-        anchor = frames[rows, middle]
-        weights = torch.softmax(-self.distances[anchor, other] / temperature, dim=-1)
-        choice = torch.multinomial(weights, 1, generator=gen).squeeze(1)
-        centre = self.neighbours[anchor, other, choice]
+        centre = self._neighbour(frames[torch.arange(b), middle], other, gen, temperature)
         first = centre - (middle - start)
         lo, hi = self.trial_first[centre], self.trial_last[centre]
         first = torch.maximum(first, lo)
@@ -207,3 +191,18 @@ class SwapIndex:
         in_block = (position >= start.unsqueeze(1)) & (position < (start + length).unsqueeze(1)) & fits.unsqueeze(1)
         replacement = first.unsqueeze(1) + (position - start.unsqueeze(1))
         return torch.where(in_block, replacement, frames)
+
+    def _other_animal(self, frames: Tensor, probability: float, gen: torch.Generator) -> Tensor:
+        """One animal s_hat per window (B,), uniform over the animals other than the window's."""
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"swap probability must lie in [0, 1], got {probability}")
+        own = self.animal[frames[:, 0]]
+        draw = torch.randint(0, self.n_animals - 1, (len(frames),), generator=gen)
+        return draw + (draw >= own).long()
+
+    def _neighbour(self, anchors: Tensor, animals: Tensor, gen: torch.Generator, temperature: float) -> Tensor:
+        """For every anchor frame, one of its k nearest frames in the paired animal, drawn with
+        P ∝ exp(-distance / temperature); same shape as `anchors`."""
+        weights = torch.softmax(-self.distances[anchors, animals] / temperature, dim=-1)
+        choice = torch.multinomial(weights.reshape(-1, weights.shape[-1]), 1, generator=gen).view(*anchors.shape, 1)
+        return torch.gather(self.neighbours[anchors, animals], -1, choice).squeeze(-1)

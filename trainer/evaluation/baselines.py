@@ -43,21 +43,13 @@ def raw_linear_windows(tables: list[TrialTable], window: int) -> WindowSet:
 
 def raw_linear_aligned_windows(tables: list[TrialTable], window: int) -> WindowSet:
     """`raw_linear` after session calibration (module docstring); no labels are used."""
-    import torch
-
-    from trainer.alignment import warp
     from trainer.calibration import calibrate_group
 
-    def frames(t: TrialTable) -> np.ndarray:
-        return t.pooled.reshape(len(t.pooled), *t.pooled_shape)
-
+    frames = [t.pooled.reshape(len(t.pooled), *t.pooled_shape) for t in tables]
     animals = sorted({t.animal for t in tables})
-    _, calibrations = calibrate_group({a: np.concatenate([frames(t) for t in tables if t.animal == a]) for a in animals})
-    per_frame = []
-    for t in tables:
-        cal = calibrations[t.animal]
-        aligned = warp(torch.from_numpy(np.ascontiguousarray(frames(t), dtype=np.float32)), cal.alignment).numpy()
-        per_frame.append((np.log1p(np.clip(aligned, 0.0, None)) - cal.log_mean).reshape(len(t.pooled), -1))
+    _, calibrations = calibrate_group(
+        {a: np.concatenate([f for t, f in zip(tables, frames, strict=True) if t.animal == a]) for a in animals})
+    per_frame = [calibrations[t.animal].log_ratio(f).reshape(len(f), -1) for t, f in zip(tables, frames, strict=True)]
     return windows_from_frames(tables, per_frame, window, flatten_window=True)
 
 

@@ -95,8 +95,7 @@ class SessionLayer(nn.Module):
         h, w = pooled_shape
         self.register_buffer("grid", sampling_grid(IDENTITY, (h, w)), persistent=False)
         self.register_buffer("baseline", torch.zeros(1, 1, h, w), persistent=False)
-        self.calibrated = False
-        self.summary: dict[str, Any] = {}
+        self.summary: dict[str, Any] = {}  # the installed calibration's; empty until one is set
 
     def set_calibration(self, calibration: Any) -> None:
         """Install a `trainer.calibration.SessionCalibration` of this encoder's pooled shape."""
@@ -105,8 +104,11 @@ class SessionLayer(nn.Module):
             raise ValueError(f"calibration is {tuple(calibration.log_mean.shape)} but the encoder pools to {(h, w)}")
         self.grid.copy_(sampling_grid(calibration.alignment, (h, w)))
         self.baseline.copy_(torch.from_numpy(calibration.log_mean).view(1, 1, h, w))
-        self.calibrated = True
         self.summary = calibration.summary()
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.summary)
 
     def align(self, pooled: Tensor) -> Tensor:
         """(B, 1, h, w) pooled counts of the calibrated animal -> template space (bilinear; edge
