@@ -99,9 +99,15 @@ def run(args: argparse.Namespace) -> int:
         raw_linear_windows,
     )
     from trainer.evaluation.embed import encoders_windows, load_encoder, load_tables
-    from trainer.evaluation.report import bench_json, markdown_tables, write_json_atomic, write_text_atomic
+    from trainer.evaluation.report import (
+        bench_json,
+        markdown_tables,
+        standardisation_table,
+        write_json_atomic,
+        write_text_atomic,
+    )
     from trainer.evaluation.suite import ProtocolSettings, evaluate_sets, write_reports
-    from trainer.evaluation.windows import EvaluationError
+    from trainer.evaluation.windows import EvaluationError, standardised_per_animal
     from trainer.train import CHECKPOINT, TrainingError, train
 
     started = time.perf_counter()
@@ -111,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work or f"bench/work/runs/{args.preset}")
     report_dir = out.with_name(f"{out.stem}-report")
     settings = ProtocolSettings(seeds=tuple(args.seeds))
+    # where identity lives (report.standardisation_table): 100 % labels, one seed
+    diagnostic = ProtocolSettings(fractions=(1.0,), seeds=(0,), protocols=("multi_animal", "identity"))
     train_config = args.train_config or args.preset
     timings: dict[str, float] = {}
     try:
@@ -167,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         results = evaluate_sets(sets, settings, progress=progress)
         timings["evaluate_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        standardised = evaluate_sets({m: standardised_per_animal(ws) for m, ws in sets.items()},
+                                     diagnostic, progress=progress)
+        timings["diagnostic_s"] = time.perf_counter() - t0
     except (ConfigError, TrainingError, EvaluationError, RecordingError, RuntimeError) as exc:
         log.error("bench-train failed", error=str(exc))
         return 1
@@ -179,8 +191,13 @@ def run(args: argparse.Namespace) -> int:
     figure_methods = tuple(m for m in ("ours", "raw_linear", "cebra") if m in sets)
     write_reports(report_dir, sets, results, settings, meta, figure_methods=figure_methods,
                   projection=args.projection, title=f"bench-train, preset {args.preset}")
+    standardised_summaries = {m: r.summary()["accuracy"] for m, r in standardised.items()}
     payload = bench_json(dataset, chance, summaries, throughput, extra={
         "train_epoch_s": {m: epoch_s.get(m) for m in summaries},
+        "per_animal_standardised": {
+            proto: {m: acc[proto]["1.0"]["mean"] for m, acc in standardised_summaries.items()}
+            for proto in diagnostic.protocols
+        },
         "settings": {**meta, "protocol": {"fractions": list(settings.fractions), "seeds": list(settings.seeds),
                                           "block": settings.block, "probe_c": settings.probe_c},
                      "window": window, "report": str(report_dir)},
@@ -195,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         for m in summaries
     )
     table += f"\n**Training throughput**\n\n| Method | windows/s | s/epoch |\n|---|---|---|\n{thr}\n"
+    table += "\n" + standardisation_table(summaries, standardised_summaries)
     table += f"\nWhole run: {timings['total_s'] / 60:.1f} min. Command: `{meta['command']}`\n"
     write_text_atomic(out.with_suffix(".md"), table)
     print(table)

@@ -63,6 +63,8 @@ class SwapConfig(_Section):
     temperature: float = Field(1.0, gt=0, description="P ∝ exp(-distance / temperature)")
     descriptor_steps: int = Field(3, ge=1)
     descriptor_dims: int = Field(32, ge=1)
+    history: int = Field(8, ge=1, description="neural frames of pose history compared (calcium integrates ~1 s); 1 = the frame alone")
+    history_samples: int = Field(4, ge=1, description="times sampled evenly over that history")
     remove_animal_mean: bool = True
 
 

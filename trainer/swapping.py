@@ -28,6 +28,19 @@ Swap descriptor (`pose_descriptors`)
     postures), then projected on the leading principal components (`dims`) of all descriptors.
     Euclidean distances in that space approximate distances of the full segments.
 
+Pose history (`with_history`, `swap.history`)
+    A 2-photon frame is not a snapshot of the current pose: the indicator integrates spikes over
+    its decay (0.5-1.5 s), so the frame shows what the animal did in the last second. A neighbour
+    found from one frame's pose segment does the same thing *now* but often came from another
+    past (the start of a walking bout matched to its middle), and its neural frame then shows
+    other transients: a swap that teaches the encoder to ignore content. The descriptor therefore
+    also holds the descriptors of a few earlier frames (`history` frames back, `history_samples`
+    of them, clamped at the trial start), scaled by 1/sqrt(samples) so a distance is the RMS over
+    the sampled times and the temperature keeps its meaning. Measured on the bench dataset
+    (seed 0, 3,000 query frames, nearest neighbour in each other animal): the action label
+    agrees at the frame itself 97.9 % (1 frame) vs 93.3 % (8 frames, 4 samples), and over the
+    frame's past 8 frames 71.5 % vs 95.3 %.
+
 Sampling (`SwapIndex`)
     The method asks, for a pose b_k of animal s, to pick an animal s_hat and then b_l from s_hat
     with P(b_l) = exp(-||b_l - b_k|| / T) / sum_m exp(-||b_m - b_k|| / T) (T = 1 in the paper).
@@ -100,6 +113,28 @@ def pose_descriptors(segments: np.ndarray, steps: int = 3, dims: int = 32) -> np
     _, vecs = torch.linalg.eigh(sub.T @ sub)
     axes = vecs[:, -dims:].flip(1).float()  # leading components first
     return (centred @ axes).contiguous().numpy()
+
+
+def with_history(descriptors: np.ndarray, trial: np.ndarray, history: int, samples: int = 4) -> np.ndarray:
+    """(N, d) per-frame descriptors -> (N, d * L): each frame's own and earlier frames'
+    descriptors, L = min(samples, history) times evenly spread over the last `history` frames
+    (clamped at the first frame of the frame's trial), scaled by 1/sqrt(L) (module docstring).
+    `trial` (N,) labels contiguous trials. history = 1 returns `descriptors` unchanged."""
+    if history < 1 or samples < 1:
+        raise ValueError(f"history and samples must be >= 1, got {history} and {samples}")
+    if history == 1:
+        return descriptors
+    n = len(descriptors)
+    trial = np.asarray(trial)
+    if trial.shape != (n,):
+        raise ValueError(f"trial has shape {trial.shape}, expected ({n},)")
+    change = np.ones(n, dtype=bool)
+    change[1:] = trial[1:] != trial[:-1]
+    first = np.flatnonzero(change)[np.cumsum(change) - 1]
+    lags = np.unique(np.linspace(0, history - 1, num=min(samples, history)).round().astype(int))
+    rows = np.arange(n)
+    parts = [descriptors[np.maximum(rows - lag, first)] for lag in lags]
+    return (np.concatenate(parts, axis=1) / np.sqrt(len(lags))).astype(np.float32)
 
 
 @dataclass

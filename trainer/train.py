@@ -42,7 +42,7 @@ from trainer.frametable import FrameTable, build_frame_table, calibrate_table, d
 from trainer.losses import info_nce, nt_xent, pose_regression_loss
 from trainer.models import NeuralEncoder, build_model
 from trainer.probe import LinearProbe
-from trainer.swapping import SwapIndex, pose_descriptors
+from trainer.swapping import SwapIndex, pose_descriptors, with_history
 
 log = structlog.get_logger(__name__)
 
@@ -220,6 +220,7 @@ def build_encoder(cfg: TrainConfig, frame_shape: tuple[int, int]) -> NeuralEncod
 
 def build_swap_index(cfg: TrainConfig, table: FrameTable) -> SwapIndex:
     desc = pose_descriptors(table.pose, cfg.swap.descriptor_steps, cfg.swap.descriptor_dims)
+    desc = with_history(desc, table.trial, cfg.swap.history, cfg.swap.history_samples)
     return SwapIndex.build(desc, table.animal, cfg.swap.k, trial=table.trial)
 
 

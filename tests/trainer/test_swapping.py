@@ -10,6 +10,7 @@ from trainer.swapping import (
     body_anchor_joints,
     normalise_poses,
     pose_descriptors,
+    with_history,
 )
 
 NAMES = ["RF_ThC", "RF_Claw", "LF_ThC", "LF_Claw"]
@@ -41,6 +42,25 @@ def test_descriptors_keep_distances_of_low_rank_data() -> None:
     assert d.shape == (300, 8)
     full = segs.reshape(300, -1)
     np.testing.assert_allclose(np.linalg.norm(d[0] - d[1:], axis=1), np.linalg.norm(full[0] - full[1:], axis=1), rtol=1e-3)
+
+
+def test_history_descriptor_holds_earlier_frames_of_the_same_trial_only() -> None:
+    desc = np.arange(12, dtype=np.float32).reshape(6, 2)  # frame i = (2i, 2i + 1)
+    trial = np.array([0, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(with_history(desc, trial, history=1), desc)
+    out = with_history(desc, trial, history=3, samples=2) * np.sqrt(2)  # lags 0 and 2
+    assert out.shape == (6, 4)
+    np.testing.assert_allclose(out[3], [6, 7, 2, 3])  # frame 3 and frame 1
+    np.testing.assert_allclose(out[1], [2, 3, 0, 1])  # lag 2 clamped at the trial's first frame
+    np.testing.assert_allclose(out[5], [10, 11, 8, 9])  # never reaches back into trial 0
+    # distances are RMS over the sampled times: two frames whose histories differ by d everywhere
+    a = with_history(np.zeros((4, 3), np.float32), np.zeros(4), history=4, samples=4)
+    b = with_history(np.ones((4, 3), np.float32), np.zeros(4), history=4, samples=4)
+    assert np.linalg.norm(a[3] - b[3]) == pytest.approx(np.sqrt(3))
+    with pytest.raises(ValueError, match="history"):
+        with_history(desc, trial, history=0)
+    with pytest.raises(ValueError, match="trial"):
+        with_history(desc, trial[:3], history=2)
 
 
 def _index(n_per: int = 200, animals: int = 3, k: int = 5, seed: int = 2) -> tuple[SwapIndex, np.ndarray]:

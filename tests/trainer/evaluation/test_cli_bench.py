@@ -34,6 +34,9 @@ def test_bench_train_writes_the_issue_shape(tmp_path: Path, trainer_dataset: Pat
     assert result["train_throughput_windows_per_s"]["raw_linear"] is None
     assert result["train_throughput_windows_per_s"]["ours"] > 0
     assert "| Pose-guided contrastive + swapping (ours) |" in out.with_suffix(".md").read_text()
+    diagnostic = result["per_animal_standardised"]
+    assert set(diagnostic) == {"multi_animal", "identity"} and set(diagnostic["identity"]) == METHODS
+    assert "Diagnostic: where identity lives" in out.with_suffix(".md").read_text()
     report = out.with_name("train-report")
     assert {"report.json", "report.md", "confusion_ours.png", "embedding_ours.png"} <= {p.name for p in report.iterdir()}
     # A second run reuses the checkpoints instead of training again.

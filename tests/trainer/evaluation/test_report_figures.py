@@ -8,7 +8,8 @@ import pytest
 
 from trainer.evaluation.figures import confusion_png, embedding_png
 from trainer.evaluation.protocol import run_protocols
-from trainer.evaluation.report import bench_json, markdown_tables, write_json_atomic
+from trainer.evaluation.report import bench_json, markdown_tables, standardisation_table, write_json_atomic
+from trainer.evaluation.windows import standardised_per_animal
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,20 @@ def test_markdown_tables_show_every_method_and_bold_the_best(summaries) -> None:
     assert row.count("**100.0 ± 0.0**") >= 2  # single- and multi-animal at 100 % labels
     assert "| Linear on raw frames |" in md
     assert "Chance" in md
+
+
+def test_standardisation_table_sets_identity_before_and_after_side_by_side(windows_factory) -> None:  # type: ignore[no-untyped-def]
+    # identity carried by a per-animal offset only: standardising each animal removes it
+    ws = windows_factory(action_signal=2.0, identity_signal=5.0, windows_per_trial=160)
+    protocols = ("multi_animal", "identity")
+    plain = run_protocols(ws, fractions=(1.0,), seeds=(0,), protocols=protocols).summary()["accuracy"]
+    after = run_protocols(standardised_per_animal(ws), fractions=(1.0,), seeds=(0,), protocols=protocols).summary()["accuracy"]
+    md = standardisation_table({"ours": plain}, {"ours": after})
+    row = next(line for line in md.splitlines() if line.startswith("| Pose-guided contrastive + swapping"))
+    cells = [c.strip() for c in row.strip("|").split("|")][1:]
+    assert cells[0] == f"{plain['multi_animal']['1.0']['mean']:.1f} ± {plain['multi_animal']['1.0']['std']:.1f}"
+    identity_plain, identity_after = (float(c.split(" ± ")[0]) for c in cells[2:])
+    assert identity_plain > 90.0 and identity_after < 60.0
 
 
 def test_json_is_written_atomically(tmp_path: Path) -> None:
