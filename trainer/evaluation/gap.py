@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from trainer.evaluation.protocol import two_folds
 from trainer.evaluation.windows import EvaluationError, WindowSet
 from trainer.probe import LinearProbe
 
 
-def domain_gap(ws: WindowSet, probe_c: float = 1.0) -> dict[str, object]:
+def domain_gap(ws: WindowSet, probe_c: float = 1.0, progress: Callable[[str], None] | None = None) -> dict[str, object]:
     """{"seen": %, "unseen": %, "gap": seen - unseen, "per_animal": {a: {"seen", "unseen"}}}:
     action accuracy (labelled windows, 100 % labels) as described in the module docstring."""
     if len(ws.animal_ids) < 2:
@@ -50,6 +51,8 @@ def domain_gap(ws: WindowSet, probe_c: float = 1.0) -> dict[str, object]:
                 hits[name][0] += int((probe.predict(ws.features[test]) == ws.labels[test]).sum())
                 hits[name][1] += int(test.size)
         per_animal[held_out] = {name: 100.0 * h / n for name, (h, n) in hits.items()}
+        if progress is not None:
+            progress(held_out)
     seen_mean = float(np.mean([v["seen"] for v in per_animal.values()]))
     unseen_mean = float(np.mean([v["unseen"] for v in per_animal.values()]))
     return {"seen": seen_mean, "unseen": unseen_mean, "gap": seen_mean - unseen_mean, "per_animal": per_animal}
@@ -91,7 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         tables = load_tables(args.data, progress=progress)
         sets["raw_linear"] = raw_linear_windows(tables, window)
         sets["raw_linear_aligned"] = raw_linear_aligned_windows(tables, window)
-    gaps = {name: domain_gap(ws) for name, ws in sets.items()}
+    gaps = {}
+    animals = len(next(iter(sets.values())).animal_ids)
+    with tqdm(total=animals * len(sets), desc="domain gap", unit="held-out animal", disable=not progress) as bar:
+        for name, ws in sets.items():
+            def tick(animal: str, name: str = name) -> None:
+                bar.set_postfix_str(f"{name} {animal}")
+                bar.update(1)
+
+            gaps[name] = domain_gap(ws, progress=tick)
     out = Path(args.out)
     write_json_atomic(out, gaps)
     table = gap_table(gaps)
