@@ -115,6 +115,18 @@ def pose_descriptors(segments: np.ndarray, steps: int = 3, dims: int = 32) -> np
     return (centred @ axes).contiguous().numpy()
 
 
+def trial_bounds(trial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) labels of contiguous trials -> (first, last) (N,) int64: the first and last index of
+    every frame's trial."""
+    n = len(trial)
+    change = np.ones(n, dtype=bool)
+    change[1:] = trial[1:] != trial[:-1]
+    starts = np.flatnonzero(change)
+    ends = np.append(starts[1:] - 1, n - 1)
+    run = np.cumsum(change) - 1
+    return starts[run].astype(np.int64), ends[run].astype(np.int64)
+
+
 def with_history(descriptors: np.ndarray, trial: np.ndarray, history: int, samples: int = 4) -> np.ndarray:
     """(N, d) per-frame descriptors -> (N, d * L): each frame's own and earlier frames'
     descriptors, L = min(samples, history) times evenly spread over the last `history` frames
@@ -128,9 +140,7 @@ def with_history(descriptors: np.ndarray, trial: np.ndarray, history: int, sampl
     trial = np.asarray(trial)
     if trial.shape != (n,):
         raise ValueError(f"trial has shape {trial.shape}, expected ({n},)")
-    change = np.ones(n, dtype=bool)
-    change[1:] = trial[1:] != trial[:-1]
-    first = np.flatnonzero(change)[np.cumsum(change) - 1]
+    first, _ = trial_bounds(trial)
     lags = np.unique(np.linspace(0, history - 1, num=min(samples, history)).round().astype(int))
     rows = np.arange(n)
     parts = [descriptors[np.maximum(rows - lag, first)] for lag in lags]
@@ -181,13 +191,7 @@ class SwapIndex:
                 distances[start : start + block, a] = d
         first = last = None
         if trial is not None:
-            trial_t = torch.as_tensor(trial, dtype=torch.long)
-            change = torch.ones(n, dtype=torch.bool)
-            change[1:] = trial_t[1:] != trial_t[:-1]
-            starts = torch.nonzero(change).squeeze(1)
-            ends = torch.cat([starts[1:] - 1, torch.tensor([n - 1])])
-            run = torch.cumsum(change.long(), 0) - 1
-            first, last = starts[run], ends[run]
+            first, last = (torch.from_numpy(b) for b in trial_bounds(np.asarray(trial)))
         return cls(neighbours, distances, animal_t, n_animals, first, last)
 
     def sample(self, frames: Tensor, probability: float, gen: torch.Generator,
