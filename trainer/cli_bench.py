@@ -4,7 +4,7 @@
 
 1. Simulates the preset's dataset into ``--data`` if that folder holds no trials (through
    `actionloop simulate` in a child process: trainer/ does not import tools/).
-2. Trains every method (``ours``, ``ours_adversarial``, ``contrastive_noswap``, ``simclr``, ``regression``) with the
+2. Trains every method (``ours``, ``ours_adversarial``, ``ours_mmd``, ``contrastive_noswap``, ``simclr``, ``regression``) with the
    trainer's own preset of the same name (`trainer.train.train`), one after the other.
 3. Evaluates them, ``raw_linear`` and ``cebra`` on the same windows with the same linear-probe
    protocol (trainer/evaluation).
@@ -29,7 +29,7 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-TRAINED_METHODS = ("ours", "ours_adversarial", "contrastive_noswap", "simclr", "regression")
+TRAINED_METHODS = ("ours", "ours_adversarial", "ours_mmd", "contrastive_noswap", "simclr", "regression")
 ALL_METHODS = ("raw_linear", "raw_linear_aligned", *TRAINED_METHODS, "cebra")
 
 

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from trainer.augment.neural import NeuralAugmentParams
 from trainer.augment.pose import PoseAugmentParams
 
-Method = Literal["ours", "ours_adversarial", "contrastive_noswap", "simclr", "regression"]
-METHODS: tuple[str, ...] = ("ours", "ours_adversarial", "contrastive_noswap", "simclr", "regression")
+Method = Literal["ours", "ours_adversarial", "ours_mmd", "contrastive_noswap", "simclr", "regression"]
+METHODS: tuple[str, ...] = ("ours", "ours_adversarial", "ours_mmd", "contrastive_noswap", "simclr", "regression")
 
 
 class ConfigError(ValueError):
@@ -76,6 +76,13 @@ class AdversaryConfig(_Section):
     hidden: int = Field(64, ge=1, description="hidden units of the animal classifier")
 
 
+class MmdConfig(_Section):
+    """Method 'ours_mmd': a maximum-mean-discrepancy penalty between each animal's neural
+    embeddings and the other animals' in the batch (`trainer.losses.animal_mmd`)."""
+
+    weight: float = Field(1.0, ge=0, description="weight of the MMD term beside InfoNCE")
+
+
 class NeuralAugmentConfig(_Section):
     """Strengths of the neural augmentations (see trainer/augment/neural.py); 0/false = off."""
 
@@ -128,6 +135,7 @@ class TrainConfig(_Section):
     optim: OptimConfig = OptimConfig()
     swap: SwapConfig = SwapConfig()
     adversary: AdversaryConfig = AdversaryConfig()
+    mmd: MmdConfig = MmdConfig()
     augment: AugmentConfig = AugmentConfig()
     data: DataConfig = DataConfig()
 

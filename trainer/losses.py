@@ -51,3 +51,31 @@ def pose_regression_loss(predicted: Tensor, target: Tensor) -> Tensor:
     if predicted.shape != target.shape:
         raise ValueError(f"predicted {tuple(predicted.shape)} and target {tuple(target.shape)} poses differ in shape")
     return F.smooth_l1_loss(predicted, target, beta=0.1)
+
+
+def animal_mmd(embedding: Tensor, animal: Tensor, scales: tuple[float, ...] = (0.25, 1.0, 4.0)) -> Tensor:
+    """Squared maximum mean discrepancy between each animal's embeddings and the rest of the batch,
+    averaged over the animals present (multi-kernel Gaussian, as in deep adaptation networks).
+
+    embedding: (N, D); animal: (N,) integer animal of every row. Kernel bandwidths are `scales`
+    times the batch's median squared distance (detached), so the penalty does not depend on the
+    embedding's overall scale. Zero when every animal's embeddings are distributed alike; an
+    animal offset (the identity the probe reads) makes it grow. 0 when the batch holds one animal.
+    """
+    if embedding.dim() != 2 or animal.shape != embedding.shape[:1]:
+        raise ValueError(f"need (N, D) embeddings and (N,) animals, got {tuple(embedding.shape)} and {tuple(animal.shape)}")
+    sq = torch.cdist(embedding, embedding).pow(2)
+    bandwidth = sq.detach().median().clamp_min(1e-6)
+    kernel = sum(torch.exp(-sq / (s * bandwidth)) for s in scales)
+    animals = torch.unique(animal)
+    if len(animals) < 2:
+        return embedding.new_zeros(())
+    terms = []
+    for a in animals:
+        mine = animal == a
+        rest = ~mine
+        k_mm = kernel[mine][:, mine].mean()
+        k_rr = kernel[rest][:, rest].mean()
+        k_mr = kernel[mine][:, rest].mean()
+        terms.append(k_mm + k_rr - 2 * k_mr)
+    return torch.stack(terms).mean()

@@ -3,6 +3,7 @@
 Methods (all train the same `NeuralEncoder`; docs/trainer.md explains the choices):
     ours                pose-guided symmetric InfoNCE + cross-animal swapping + augmentations
     ours_adversarial    ours + an animal classifier behind gradient reversal (domain-adversarial)
+    ours_mmd            ours + an MMD penalty between animals' embeddings in each batch
     contrastive_noswap  the same without swapping
     simclr              neural-only NT-Xent between two augmented views of a window
     regression          the encoder predicts the (normalised) pose window, smooth-L1
@@ -39,7 +40,7 @@ from trainer.augment.pose import PoseAugmenter
 from trainer.config import TrainConfig
 from trainer.data.recording import list_trials, open_trial
 from trainer.frametable import FrameTable, build_frame_table, calibrate_table, dataset_fingerprint, select_trials
-from trainer.losses import info_nce, nt_xent, pose_regression_loss
+from trainer.losses import animal_mmd, info_nce, nt_xent, pose_regression_loss
 from trainer.models import NeuralEncoder, build_model
 from trainer.probe import LinearProbe
 from trainer.swapping import SwapIndex, pose_descriptors, with_history
@@ -47,7 +48,7 @@ from trainer.swapping import SwapIndex, pose_descriptors, with_history
 log = structlog.get_logger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-SWAPPING_METHODS = ("ours", "ours_adversarial")
+SWAPPING_METHODS = ("ours", "ours_adversarial", "ours_mmd")
 STATE = "state.pt"
 METRICS = "metrics.json"
 LOSS_PLOT = "loss.png"
@@ -92,10 +93,11 @@ class Objective(nn.Module):
         self.encoder = encoder
         d, p = cfg.model.embedding_dim, cfg.model.projection_dim
         self.adversary_weight = cfg.adversary.weight
+        self.mmd_weight = cfg.mmd.weight
         if self.method == "ours_adversarial":
             self.animal_classifier = nn.Sequential(nn.Linear(d, cfg.adversary.hidden), nn.ReLU(),
                                                    nn.Linear(cfg.adversary.hidden, animals))
-        if self.method in ("ours", "ours_adversarial", "contrastive_noswap"):
+        if self.method in ("ours", "ours_adversarial", "ours_mmd", "contrastive_noswap"):
             self.pose_encoder = build_model("pose_conv", joints=joints, embedding_dim=d, channels=cfg.model.pose_channels)
             self.proj_neural = build_model("projection", embedding_dim=d, hidden=d, out_dim=p)
             self.proj_pose = build_model("projection", embedding_dim=d, hidden=d, out_dim=p)
@@ -119,11 +121,13 @@ class Objective(nn.Module):
         if self.method == "regression":
             return pose_regression_loss(self.regressor(emb), other)
         loss = info_nce(self.proj_neural(emb), self.proj_pose(self.pose_encoder(other)), self.temperature)
-        if self.method == "ours_adversarial":
+        if self.method in ("ours_adversarial", "ours_mmd"):
             if animals is None:
-                raise TrainingError("the adversarial method needs every frame's animal")
+                raise TrainingError(f"method {self.method!r} needs every frame's animal")
             # a swapped window mixes two animals: its label is the one most of its frames come from
             target = torch.mode(animals, dim=1).values
+            if self.method == "ours_mmd":
+                return loss + self.mmd_weight * animal_mmd(emb, target)
             logits = self.animal_classifier(_ReverseGradient.apply(emb, self.adversary_weight))
             loss = loss + nn.functional.cross_entropy(logits, target)
         return loss

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.losses import info_nce, nt_xent, pose_regression_loss
+from trainer.losses import animal_mmd, info_nce, nt_xent, pose_regression_loss
 
 
 def _unit(n: int, d: int, seed: int) -> torch.Tensor:
@@ -67,3 +67,21 @@ def test_pose_regression_loss() -> None:
     assert pose_regression_loss(target + 1.0, target).item() == pytest.approx(1.0 - 0.05, rel=1e-5)
     with pytest.raises(ValueError, match="differ in shape"):
         pose_regression_loss(target[:1], target)
+
+
+def test_animal_mmd_is_near_zero_for_alike_animals_and_grows_with_an_animal_offset() -> None:
+    gen = torch.Generator().manual_seed(0)
+    animal = torch.arange(4).repeat_interleave(64)
+    alike = torch.randn(256, 8, generator=gen)
+    shifted = alike + 3.0 * torch.nn.functional.one_hot(animal, 8).float()  # each animal moved along its own axis
+    low, high = animal_mmd(alike, animal), animal_mmd(shifted, animal)
+    assert 0.0 <= float(low) < 0.05
+    assert float(high) > 10 * float(low) and float(high) > 0.1
+    # the penalty pulls the animals together: its gradient points against each animal's offset
+    x = shifted.clone().requires_grad_(True)
+    animal_mmd(x, animal).backward()
+    assert x.grad is not None
+    assert float((x.grad[animal == 0, 0]).mean()) > 0  # animal 0 sits at +3 on axis 0: descent moves it back
+    assert float(animal_mmd(alike, torch.zeros(256, dtype=torch.long))) == 0.0  # one animal: nothing to match
+    with pytest.raises(ValueError, match="animals"):
+        animal_mmd(alike, animal[:10])

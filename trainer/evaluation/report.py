@@ -18,7 +18,7 @@ from typing import Any
 from trainer.evaluation.protocol import PROTOCOLS
 
 # Row order of the tables; other method names follow in the order given.
-METHOD_ORDER = ("raw_linear", "raw_linear_aligned", "simclr", "regression", "contrastive_noswap", "cebra", "ours", "ours_adversarial")
+METHOD_ORDER = ("raw_linear", "raw_linear_aligned", "simclr", "regression", "contrastive_noswap", "cebra", "ours", "ours_adversarial", "ours_mmd")
 METHOD_TITLES = {
     "raw_linear": "Linear on raw frames",
     "raw_linear_aligned": "Linear on raw frames, session-calibrated",
@@ -28,6 +28,7 @@ METHOD_TITLES = {
     "cebra": "CEBRA (multi-session, pose)",
     "ours": "Pose-guided contrastive + swapping (ours)",
     "ours_adversarial": "Ours + gradient-reversal animal adversary",
+    "ours_mmd": "Ours + MMD between animals",
 }
 FRACTIONS = ("0.5", "1.0")
 

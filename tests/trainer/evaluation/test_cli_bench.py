@@ -12,7 +12,7 @@ from tools.cli import main
 ISSUE_KEYS = {"dataset", "chance", "multi_animal", "single_animal", "identity", "spread",
               "train_throughput_windows_per_s"}
 METHODS = {"raw_linear", "raw_linear_aligned", "simclr", "regression", "contrastive_noswap", "ours",
-           "ours_adversarial", "cebra"}
+           "ours_adversarial", "ours_mmd", "cebra"}
 
 
 @pytest.mark.slow
