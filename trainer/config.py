@@ -3,7 +3,7 @@
     cfg = load_config("tiny", overrides=["optim.epochs=2", "method=simclr"])
 
 A TOML file has the same layout as `TrainConfig` (top-level keys, then tables `[model]`,
-`[optim]`, `[swap]`, `[augment.neural]`, `[augment.pose]`, `[data]`); it may start from a
+`[optim]`, `[swap]`, `[adversary]`, `[mmd]`, `[augment.neural]`, `[augment.pose]`, `[data]`); it may start from a
 preset with `preset = "bench"`. Unknown keys and values of the wrong type are refused with an
 error naming the key.
 """
