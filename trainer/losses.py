@@ -59,8 +59,9 @@ def animal_mmd(embedding: Tensor, animal: Tensor, scales: tuple[float, ...] = (0
 
     embedding: (N, D); animal: (N,) integer animal of every row. Kernel bandwidths are `scales`
     times the batch's median squared distance (detached), so the penalty does not depend on the
-    embedding's overall scale. Zero when every animal's embeddings are distributed alike; an
-    animal offset (the identity the probe reads) makes it grow. 0 when the batch holds one animal.
+    embedding's overall scale. Near zero when every animal's embeddings are distributed alike
+    (this biased estimate stays a little above); an animal offset (the identity the probe reads)
+    makes it grow. 0 when the batch holds one animal.
     """
     if embedding.dim() != 2 or animal.shape != embedding.shape[:1]:
         raise ValueError(f"need (N, D) embeddings and (N,) animals, got {tuple(embedding.shape)} and {tuple(animal.shape)}")
