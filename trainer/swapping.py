@@ -98,10 +98,15 @@ def normalise_poses(poses: np.ndarray, anchor: Sequence[int], scale: float,
     return out.astype(np.float32)
 
 
+def _spread(n: int, count: int) -> np.ndarray:
+    """At most `count` distinct indices of range(n), evenly spread from 0 to n - 1 (rounded)."""
+    return np.unique(np.linspace(0, n - 1, num=min(count, n)).round().astype(int))
+
+
 def pose_descriptors(segments: np.ndarray, steps: int = 3, dims: int = 32) -> np.ndarray:
     """(N, S, J, 3) normalised pose segments -> (N, d) swap descriptors (module docstring)."""
     n, s = segments.shape[:2]
-    pick = np.unique(np.linspace(0, s - 1, num=min(steps, s)).round().astype(int))
+    pick = _spread(s, steps)
     flat = torch.from_numpy(np.ascontiguousarray(segments[:, pick].reshape(n, -1), dtype=np.float32))
     if flat.shape[1] <= dims:
         return flat.numpy()
@@ -141,7 +146,7 @@ def with_history(descriptors: np.ndarray, trial: np.ndarray, history: int, sampl
     if trial.shape != (n,):
         raise ValueError(f"trial has shape {trial.shape}, expected ({n},)")
     first, _ = trial_bounds(trial)
-    lags = np.unique(np.linspace(0, history - 1, num=min(samples, history)).round().astype(int))
+    lags = _spread(history, samples)
     rows = np.arange(n)
     parts = [descriptors[np.maximum(rows - lag, first)] for lag in lags]
     return (np.concatenate(parts, axis=1) / np.sqrt(len(lags))).astype(np.float32)

@@ -49,6 +49,8 @@ log = structlog.get_logger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
 SWAPPING_METHODS = ("ours", "ours_adversarial", "ours_mmd")
+CONTRASTIVE_METHODS = (*SWAPPING_METHODS, "contrastive_noswap")  # InfoNCE against the pose encoder
+ANIMAL_AWARE_METHODS = ("ours_adversarial", "ours_mmd")  # their loss needs each frame's animal
 STATE = "state.pt"
 METRICS = "metrics.json"
 LOSS_PLOT = "loss.png"
@@ -97,7 +99,7 @@ class Objective(nn.Module):
         if self.method == "ours_adversarial":
             self.animal_classifier = nn.Sequential(nn.Linear(d, cfg.adversary.hidden), nn.ReLU(),
                                                    nn.Linear(cfg.adversary.hidden, animals))
-        if self.method in ("ours", "ours_adversarial", "ours_mmd", "contrastive_noswap"):
+        if self.method in CONTRASTIVE_METHODS:
             self.pose_encoder = build_model("pose_conv", joints=joints, embedding_dim=d, channels=cfg.model.pose_channels)
             self.proj_neural = build_model("projection", embedding_dim=d, hidden=d, out_dim=p)
             self.proj_pose = build_model("projection", embedding_dim=d, hidden=d, out_dim=p)
@@ -113,7 +115,7 @@ class Objective(nn.Module):
         """neural: pooled windows (B, W, h, w); other: pose windows (B, T, J, 3), or for simclr a
         second augmented view of the neural windows; baseline: each neural frame's session
         calibration (B, W, h, w), for encoders with session normalisation; animals: each neural
-        frame's animal (B, W), for the adversarial method."""
+        frame's animal (B, W), for the methods that penalise identity."""
         emb = self.encoder.forward_pooled(neural, baseline)
         if self.method == "simclr":
             both = self.proj_neural(torch.cat([emb, self.encoder.forward_pooled(other, baseline)]))
@@ -121,22 +123,22 @@ class Objective(nn.Module):
         if self.method == "regression":
             return pose_regression_loss(self.regressor(emb), other)
         loss = info_nce(self.proj_neural(emb), self.proj_pose(self.pose_encoder(other)), self.temperature)
-        if self.method in ("ours_adversarial", "ours_mmd"):
-            if animals is None:
-                raise TrainingError(f"method {self.method!r} needs every frame's animal")
-            # a swapped window mixes two animals: its label is the one most of its frames come from
-            target = torch.mode(animals, dim=1).values
-            if self.method == "ours_mmd":
-                return loss + self.mmd_weight * animal_mmd(emb, target)
-            logits = self.animal_classifier(_ReverseGradient.apply(emb, self.adversary_weight))
-            loss = loss + nn.functional.cross_entropy(logits, target)
-        return loss
+        if self.method not in ANIMAL_AWARE_METHODS:
+            return loss
+        if animals is None:
+            raise TrainingError(f"method {self.method!r} needs every frame's animal")
+        # a swapped window mixes two animals: its label is the one most of its frames come from
+        target = torch.mode(animals, dim=1).values
+        if self.method == "ours_mmd":
+            return loss + self.mmd_weight * animal_mmd(emb, target)
+        logits = self.animal_classifier(_ReverseGradient.apply(emb, self.adversary_weight))
+        return loss + nn.functional.cross_entropy(logits, target)
 
 
 class BatchMaker:
     """Window starts -> (neural, other, baseline, animals) tensors for the method: swap, gather,
     augment; baseline is the swapped frames' own session calibration (None without calibration),
-    animals their animal indices (B, W)."""
+    animals their animal indices (B, W) for the methods that use them (None otherwise)."""
 
     def __init__(self, cfg: TrainConfig, table: FrameTable, encoder: NeuralEncoder,
                  swap_index: SwapIndex | None) -> None:
@@ -148,15 +150,15 @@ class BatchMaker:
         self.neural_aug = NeuralAugmenter(aug.neural.params(), table.frame_rate_hz, factor) if aug.enabled else None
         self.pose_aug = PoseAugmenter(aug.pose.params()) if aug.enabled else None
 
-    def __call__(self, starts: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    def __call__(self, starts: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         frames = self.table.window_frames(starts)
         if self.swap_index is not None:
             swap = self.swap_index.sample_runs if self.cfg.swap.mode == "run" else self.swap_index.sample
             frames = swap(frames, self.cfg.swap.probability, gen, self.cfg.swap.temperature)
         neural, pose = self.table.gather(frames)
         baseline = self.table.frame_baselines(frames)
-        animals = torch.from_numpy(self.table.animal[frames.numpy()])
         method = self.cfg.method
+        animals = torch.from_numpy(self.table.animal[frames.numpy()]) if method in ANIMAL_AWARE_METHODS else None
         if method == "simclr":
             if self.neural_aug is None:
                 return neural, neural.clone(), baseline, animals
@@ -363,8 +365,9 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.
             neural, other, baseline, animals = make_batch(starts, gen)
             if baseline is not None:
                 baseline = baseline.to(device, non_blocking=True)
-            loss = model(neural.to(device, non_blocking=True), other.to(device, non_blocking=True), baseline,
-                         animals.to(device, non_blocking=True))
+            if animals is not None:
+                animals = animals.to(device, non_blocking=True)
+            loss = model(neural.to(device, non_blocking=True), other.to(device, non_blocking=True), baseline, animals)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
                                     f"lower optim.lr (now {cfg.optim.lr})")
