@@ -24,6 +24,8 @@ from protocols.messages import (
     PUBLISHED_TYPES,
     TOPIC_FRAME,
     TOPIC_OF,
+    WIRE_INT_MAX,
+    WIRE_INT_MIN,
     Action,
     ControlReply,
     ControlRequest,
@@ -161,7 +163,29 @@ def encode_control(message: ControlRequest | ControlReply) -> bytes:
 
 
 def decode_control_request(part: Part) -> ControlRequest:
-    return ControlRequest.from_wire(_unpack_header(part))
+    """Validate a control request. A refused one whose ``id`` is itself valid raises a
+    ProtocolError carrying that id (``request_id``), so the reply can echo it."""
+    data = _unpack_header(part)
+    try:
+        return ControlRequest.from_wire(data)
+    except ProtocolError as exc:
+        raise ProtocolError(exc.reason, request_id=_request_id(data)) from None
+
+
+def _request_id(data: Any) -> int | None:
+    if not isinstance(data, dict):
+        return None
+    value = data.get("id")
+    if type(value) is int and WIRE_INT_MIN <= value <= WIRE_INT_MAX:
+        return value
+    return None
+
+
+def refusal_reply(exc: ProtocolError) -> ControlReply:
+    """The reply to a control request that could not be read: ``ok`` false, the reason, and the
+    request's own id when it had a valid one (0 only when it had none)."""
+    request_id = exc.request_id if exc.request_id is not None else 0
+    return ControlReply(id=request_id, ok=False, error=f"malformed request: {exc.reason}")
 
 
 def decode_control_reply(part: Part) -> ControlReply:

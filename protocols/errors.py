@@ -8,8 +8,11 @@ class ProtocolError(ValueError):
 
     ``reason`` is a short human-readable description of what is wrong (no payload bytes),
     safe to log and to count. Readers catch this, count it and carry on.
+    ``request_id``: for a refused control request that still carried a valid ``id``, that id,
+    so the refusal can echo it (``protocols.codec.refusal_reply``); None otherwise.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, request_id: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.request_id = request_id

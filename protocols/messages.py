@@ -29,26 +29,85 @@ MAX_FRAME_BYTES = 256 * 1024 * 1024
 MAX_NAME_LEN = 128
 MAX_CLASSES = 1024
 MAX_MAP_ITEMS = 64
+INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
 
+WIRE_INT_MIN = 0
+WIRE_INT_MAX = UINT64_MAX
+"""The one integer range of the wire: every sequence number, timestamp, duration, counter
+(``dropped``, ``skipped``, the status ``counters``) and control request id is an integer in
+[WIRE_INT_MIN, WIRE_INT_MAX] = [0, 2**64 - 1], msgpack's unsigned 64-bit family. Every reader
+refuses a value outside it; every writer saturates counters and durations into it and refuses
+(ProtocolError) a sequence number, timestamp or id outside it. docs/wire-protocol.md says the same."""
+
 Checker = Callable[[str, Any], Any]
+
+
+def saturate(value: int) -> int:
+    """`value` clamped into the wire's integer range (a counter that would overflow stays at the top)."""
+    if value > WIRE_INT_MAX:
+        return WIRE_INT_MAX
+    if value < WIRE_INT_MIN:
+        return WIRE_INT_MIN
+    return value
+
+
+def saturating_add(total: int, n: int) -> int:
+    """`total + n` for a wire counter: never above WIRE_INT_MAX, never below 0.
+
+    The daemon's counters are Python ints (they never overflow by themselves); this keeps them
+    inside what the wire can carry however large the jumps a publisher sends.
+    """
+    return saturate(total + n)
+
+
+def sequence_step(last: int | None, seq: int) -> tuple[int, bool]:
+    """What frame `seq` says after frame `last`: (frames missing in between, publisher restarted).
+
+    Both are wire integers; the missing count is at most WIRE_INT_MAX - 1, so adding it with
+    `saturating_add` is always safe. `last` None (the first frame) gives (0, False).
+    """
+    if last is None or seq == last + 1:
+        return 0, False
+    if seq > last:
+        return seq - last - 1, False
+    return 0, True
 
 
 def _fail(key: str, what: str) -> ProtocolError:
     return ProtocolError(f"field {key!r}: {what}")
 
 
-def _int(lo: int = 0, hi: int = INT64_MAX) -> Checker:
-    def check(key: str, value: Any) -> int:
+class _Int:
+    """Checker of one integer field; `kind` says what a writer does with it (see `_Message.to_wire`)."""
+
+    __slots__ = ("hi", "kind", "lo")
+
+    def __init__(self, lo: int, hi: int, kind: str = "plain") -> None:
+        self.lo, self.hi, self.kind = lo, hi, kind
+
+    def __call__(self, key: str, value: Any) -> int:
         # bool is an int subclass in Python but not a number on the wire.
         if type(value) is not int:
             raise _fail(key, f"expected an integer, got {type(value).__name__}")
-        if not lo <= value <= hi:
-            raise _fail(key, f"{value} is outside [{lo}, {hi}]")
+        if not self.lo <= value <= self.hi:
+            raise _fail(key, f"{value} is outside [{self.lo}, {self.hi}]")
         return value
 
-    return check
+
+def _int(lo: int = WIRE_INT_MIN, hi: int = WIRE_INT_MAX) -> Checker:
+    return _Int(lo, hi)
+
+
+def _wire_int() -> Checker:
+    """Sequence number, timestamp or id: a writer refuses a value outside the wire's range."""
+    return _Int(WIRE_INT_MIN, WIRE_INT_MAX, "checked")
+
+
+def _counter() -> Checker:
+    """Counter or duration: a writer saturates it into the wire's range."""
+    return _Int(WIRE_INT_MIN, WIRE_INT_MAX, "saturated")
 
 
 def _float(lo: float = -math.inf, hi: float = math.inf) -> Checker:
@@ -124,7 +183,20 @@ def _map(value_checker: Checker) -> Checker:
             out[k] = value_checker(f"{key}.{k}", v)
         return out
 
+    check.values = value_checker  # type: ignore[attr-defined]  # read by _Message.__init_subclass__
     return check
+
+
+def _clamp_scalars(value: Any) -> Any:
+    """Control arguments and reply data with every integer clamped into what msgpack can carry:
+    counters (e.g. a status reply's) saturate at WIRE_INT_MAX, negatives at INT64_MIN."""
+    if type(value) is int:
+        return INT64_MIN if value < INT64_MIN else saturate(value) if value > 0 else value
+    if isinstance(value, (list, tuple)):
+        return [_clamp_scalars(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _clamp_scalars(v) for k, v in value.items()}
+    return value
 
 
 def _scalar(key: str, value: Any) -> Any:
@@ -153,14 +225,45 @@ class _Message:
     __slots__ = ()
     FIELDS: ClassVar[dict[str, Checker]]
     OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+    _CHECKED: ClassVar[tuple[str, ...]] = ()
+    _SATURATED: ClassVar[tuple[str, ...]] = ()
+    _SATURATED_MAPS: ClassVar[tuple[str, ...]] = ()
+    _SCALAR_MAPS: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fields = cls.__dict__.get("FIELDS", {})
+        cls._CHECKED = tuple(n for n, c in fields.items() if getattr(c, "kind", None) == "checked")
+        cls._SATURATED = tuple(n for n, c in fields.items() if getattr(c, "kind", None) == "saturated")
+        cls._SATURATED_MAPS = tuple(
+            n for n, c in fields.items() if getattr(getattr(c, "values", None), "kind", None) == "saturated"
+        )
+        cls._SCALAR_MAPS = tuple(n for n, c in fields.items() if getattr(c, "values", None) is _scalar)
 
     def to_wire(self) -> dict[str, Any]:
+        """The msgpack-ready map. Counters and durations saturate into the wire's integer range
+        (a huge jump in a publisher's sequence numbers cannot make this raise OverflowError);
+        a sequence number, timestamp or id outside it is a ProtocolError naming the field."""
         wire: dict[str, Any] = {"v": SCHEMA_VERSION}
         for name in self.FIELDS:
             value = getattr(self, name)
             if isinstance(value, tuple):
                 value = list(value)
             wire[name] = value
+        for name in self._SATURATED:
+            value = wire[name]
+            if type(value) is int and not WIRE_INT_MIN <= value <= WIRE_INT_MAX:
+                wire[name] = saturate(value)
+        for name in self._SATURATED_MAPS:
+            values = wire[name]
+            if any(type(v) is int and not WIRE_INT_MIN <= v <= WIRE_INT_MAX for v in values.values()):
+                wire[name] = {k: saturate(v) if type(v) is int else v for k, v in values.items()}
+        for name in self._SCALAR_MAPS:
+            wire[name] = _clamp_scalars(wire[name])
+        for name in self._CHECKED:
+            value = wire[name]
+            if type(value) is int and not WIRE_INT_MIN <= value <= WIRE_INT_MAX:
+                raise _fail(name, f"{value} is outside the wire's integer range [{WIRE_INT_MIN}, {WIRE_INT_MAX}]")
         return wire
 
     @classmethod
@@ -194,9 +297,9 @@ class FrameHeader(_Message):
     session: str = ""
 
     FIELDS: ClassVar[dict[str, Checker]] = {
-        "seq": _int(0, UINT64_MAX),
-        "t_acq_ns": _int(),
-        "t_pub_ns": _int(),
+        "seq": _wire_int(),
+        "t_acq_ns": _wire_int(),
+        "t_pub_ns": _wire_int(),
         "shape": _shape,
         "dtype": _str(choices=FRAME_DTYPES),
         "channel": _int(0, 255),
@@ -232,19 +335,19 @@ class Action(_Message):
     session: str = ""
 
     FIELDS: ClassVar[dict[str, Checker]] = {
-        "seq": _int(0, UINT64_MAX),
-        "t_acq_ns": _int(),
-        "t_recv_ns": _int(),
-        "t_done_ns": _int(),
-        "t_pub_ns": _int(),
+        "seq": _wire_int(),
+        "t_acq_ns": _wire_int(),
+        "t_recv_ns": _wire_int(),
+        "t_done_ns": _wire_int(),
+        "t_pub_ns": _wire_int(),
         "state": _str(choices=("filling", "decoding")),
         "action": _str(),
         "index": _int(-1, MAX_CLASSES),
         "probs": _float_list(),
         "confidence": _float(0.0, 1.0),
         "model_id": _str(),
-        "dropped": _int(),
-        "skipped": _int(),
+        "dropped": _counter(),
+        "skipped": _counter(),
         "session": _str(),
     }
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"dropped", "skipped", "session"})
@@ -269,12 +372,12 @@ class Event(_Message):
         "kind": _str(choices=("onset", "offset")),
         "action": _str(),
         "index": _int(0, MAX_CLASSES),
-        "seq": _int(0, UINT64_MAX),
-        "t_acq_ns": _int(),
-        "t_pub_ns": _int(),
+        "seq": _wire_int(),
+        "t_acq_ns": _wire_int(),
+        "t_pub_ns": _wire_int(),
         "confidence": _float(0.0, 1.0),
         "model_id": _str(),
-        "duration_ns": _int(),
+        "duration_ns": _counter(),
         "session": _str(),
     }
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({"duration_ns", "session"})
@@ -296,14 +399,14 @@ class Status(_Message):
     session: str = ""
 
     FIELDS: ClassVar[dict[str, Checker]] = {
-        "t_ns": _int(),
+        "t_ns": _wire_int(),
         "state": _str(choices=("starting", "running", "paused", "stopping")),
         "uptime_s": _float(0.0),
         "model_id": _str(),
         "backend": _str(),
         "window": _int(0, 1_000_000),
         "window_fill": _int(0, 1_000_000),
-        "counters": _map(_int()),
+        "counters": _map(_counter()),
         "latency_us": _map(_float(0.0)),
         "session": _str(),
     }
@@ -319,7 +422,7 @@ class ControlRequest(_Message):
     args: dict[str, Any] = field(default_factory=dict)
 
     FIELDS: ClassVar[dict[str, Checker]] = {
-        "id": _int(0, UINT64_MAX),
+        "id": _wire_int(),
         "cmd": _str(choices=("status", "ping", "pause", "resume", "reload")),
         "args": _map(_scalar),
     }
@@ -336,7 +439,7 @@ class ControlReply(_Message):
     data: dict[str, Any] = field(default_factory=dict)
 
     FIELDS: ClassVar[dict[str, Checker]] = {
-        "id": _int(0, UINT64_MAX),
+        "id": _wire_int(),
         "ok": _bool,
         "error": _optional(_str(4096)),
         "data": _map(_scalar),
