@@ -73,6 +73,9 @@ class LoadedModel:
     mode: str
     load_seconds: float
     describe: dict[str, Any] = field(default_factory=dict)
+    backend_choice: dict[str, Any] = field(default_factory=dict)
+    """Which backend runs the model and why (`decoder.backends.BackendChoice.as_dict()`); status
+    shows it so that an `auto` fallback is never silent."""
 
     @property
     def model_id(self) -> str:
@@ -105,15 +108,40 @@ class LoadedModel:
 ModelLoader = Callable[[Path, BackendSettings], LoadedModel]
 
 
+class ReloadNotAllowed(ValueError):
+    """A reload names a bundle outside `model.reload_allowed_dirs`."""
+
+
+def check_reload_allowed(bundle: Path | str, allowed_dirs: tuple[Path, ...] | list[Path]) -> Path:
+    """The bundle's resolved path if `reload` may load it, else ReloadNotAllowed naming the dirs.
+
+    Empty `allowed_dirs` (the default) allows any directory. Otherwise the path, with every
+    symlink resolved (so a link inside an allowed directory that points out of it is refused),
+    must lie inside one of them. Pure path logic: it opens nothing. The service calls it at the
+    start of a reload, before the bundle is read, and loads the path it returns.
+    """
+    resolved = Path(bundle).expanduser().resolve()
+    if not allowed_dirs:
+        return resolved
+    for directory in allowed_dirs:
+        root = Path(directory).expanduser().resolve()
+        if resolved == root or resolved.is_relative_to(root):
+            return resolved
+    raise ReloadNotAllowed(
+        f"bundle {bundle} (resolves to {resolved}) is not inside model.reload_allowed_dirs "
+        f"({', '.join(str(d) for d in allowed_dirs)}); reload refused"
+    )
+
+
 def load_model(bundle_path: Path, settings: BackendSettings) -> LoadedModel:
     """Verify the bundle, create the backend, warm it up (blocking). Raises BundleError on a bad
     bundle and whatever the backend raises when it cannot run the model."""
-    from decoder.backends import create_backend  # heavy imports (onnxruntime, torch) only here
+    from decoder.backends import create_backend_explained  # heavy imports (onnxruntime, torch) only here
     from decoder.streaming import StreamingDecoder
 
     started = time.perf_counter()
     bundle = load_bundle(bundle_path)
-    backend = create_backend(settings.name, bundle, threads=settings.threads)
+    backend, choice = create_backend_explained(settings.name, bundle, threads=settings.threads)
     try:
         backend.warm_up(settings.warmup_frames)
         decoder: WindowDecoder
@@ -122,12 +150,12 @@ def load_model(bundle_path: Path, settings: BackendSettings) -> LoadedModel:
         else:
             decoder = WholeWindowDecoder(backend, bundle.window, bundle.frame_shape, bundle.frame_dtype)
         _warm_window(decoder, bundle, settings.warmup_frames)
-        describe = dict(backend.describe())
+        describe = dict(backend.describe(), choice=choice.as_dict())
     except BaseException:
         backend.close()
         raise
     seconds = time.perf_counter() - started
-    return LoadedModel(bundle, backend, decoder, settings.mode, seconds, describe)
+    return LoadedModel(bundle, backend, decoder, settings.mode, seconds, describe, choice.as_dict())
 
 
 def _warm_window(decoder: WindowDecoder, bundle: Bundle, frames: int) -> None:

@@ -68,6 +68,18 @@ class BackendSettings(_Section):
 
 class ModelSettings(_Section):
     bundle: Path | None = Field(None, description="model bundle directory (required to serve)")
+    reload_allowed_dirs: tuple[Path, ...] = Field(
+        (),
+        description="if set, `reload` accepts only bundles inside one of these directories (symlinks "
+        "resolved); empty (the default): any bundle directory. See decoder.model.check_reload_allowed",
+    )
+
+    @model_validator(mode="after")
+    def _absolute_reload_dirs(self) -> ModelSettings:
+        relative = [str(d) for d in self.reload_allowed_dirs if not d.is_absolute()]
+        if relative:
+            raise ValueError(f"reload_allowed_dirs must be absolute paths, got {', '.join(relative)}")
+        return self
 
 
 class PolicySettings(_Section):

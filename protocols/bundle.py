@@ -323,6 +323,15 @@ def _verify_graphs(path: Path, manifest: Manifest) -> None:
             model = onnx.load(str(path / name), load_external_data=False)
         except Exception as exc:  # protobuf raises several types for garbage
             raise BundleError("graph", f"{path}: {name} is not a readable ONNX model ({exc})") from None
+        # Weights live inside the graph: an external-data reference would make a backend read a
+        # file the manifest does not list (and so does not checksum), wherever it points.
+        external = [t.name for t in _all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL]
+        if external:
+            raise BundleError(
+                "graph",
+                f"{path}: {name} keeps tensors in external data ({', '.join(external[:3])}); a bundle's graphs "
+                "carry their own weights (re-export it)",
+            )
         expected = manifest.graph_signature(graph)
         initializers = {init.name for init in model.graph.initializer}
         actual = {
@@ -339,6 +348,26 @@ def _verify_graphs(path: Path, manifest: Manifest) -> None:
                     f"{manifest.frame_dtype}, F={manifest.feature_dim}, D={manifest.embedding_dim}, "
                     f"C={manifest.num_classes})",
                 )
+
+
+def _all_tensors(model: Any) -> list[Any]:
+    """Every tensor of an ONNX model: initializers and node attributes, subgraphs included."""
+    tensors: list[Any] = []
+
+    def visit(graph: Any) -> None:
+        tensors.extend(graph.initializer)
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    tensors.append(attribute.t)
+                tensors.extend(attribute.tensors)
+                if attribute.HasField("g"):
+                    visit(attribute.g)
+                for subgraph in attribute.graphs:
+                    visit(subgraph)
+
+    visit(model.graph)
+    return tensors
 
 
 def _describe(values: list[tuple[str, str, tuple[Any, ...]]]) -> str:

@@ -3,7 +3,11 @@
     create_backend("auto" | "onnxruntime" | "tensorrt" | "torch", bundle, **options) -> Backend
 
 `auto` takes TensorRT when it is importable and an NVIDIA GPU is present, else ONNX Runtime,
-else PyTorch, and logs what it chose and why. Options are passed to the backend's constructor
+else PyTorch, and logs what it chose and why (`create_backend_explained` also returns it, as a
+`BackendChoice`, for status). It moves on after a load failure only between backends that run
+the same ONNX graphs (TensorRT -> ONNX Runtime): a bundle whose graphs ONNX Runtime cannot load
+is refused, never served by PyTorch from the bundle's other files (the `.pt2` graphs); PyTorch is
+chosen only where neither ONNX backend can run at all, with a warning. Options are passed to the backend's constructor
 (`threads` for ONNX Runtime and PyTorch; `fp16`, `cache_dir`, `cuda_graph` for TensorRT;
 `device` for PyTorch); options a backend does not take raise a `TypeError` naming them.
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import importlib.util
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,8 @@ BACKENDS: dict[str, str] = {
     "torch": "decoder.backends.torch_backend:TorchBackend",
 }
 AUTO_ORDER = ("tensorrt", "onnxruntime", "torch")
+ONNX_BACKENDS = frozenset({"tensorrt", "onnxruntime"})
+"""Backends that run the bundle's ONNX graphs; auto falls back after a load failure only among them."""
 
 __all__ = [
     "AUTO_ORDER",
@@ -37,8 +44,10 @@ __all__ = [
     "Backend",
     "BackendError",
     "BackendUnavailable",
+    "BackendChoice",
     "choose_auto",
     "create_backend",
+    "create_backend_explained",
     "cuda_device_count",
     "load_backend_class",
 ]
@@ -97,32 +106,67 @@ def load_backend_class(name: str) -> type:
     return getattr(module, class_name)
 
 
+@dataclass(frozen=True)
+class BackendChoice:
+    """Which backend runs the model and why: what status and the log say about it."""
+
+    name: str
+    requested: str
+    reason: str
+    fell_back: bool = False  # auto took a later backend after an earlier one failed to load
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "requested": self.requested, "reason": self.reason, "fell_back": self.fell_back}
+
+
 def create_backend(name: str, bundle: Bundle | Path | str, **options: Any) -> Backend:
     """Create (load) a backend for `bundle` (a `Bundle` or a bundle directory, verified on load)."""
+    return create_backend_explained(name, bundle, **options)[0]
+
+
+def create_backend_explained(name: str, bundle: Bundle | Path | str, **options: Any) -> tuple[Backend, BackendChoice]:
+    """`create_backend`, plus which backend it took and why."""
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     if name != "auto":
         reason = _unavailable_reason(name)
         if reason is not None:
             raise BackendUnavailable(f"backend {name} is not available: {reason}")
-        return load_backend_class(name)(bundle, **options)
-    # auto: the best available; if it fails to load (e.g. an engine build fails), say so and
-    # take the next one rather than leave the rig without a decoder.
+        return load_backend_class(name)(bundle, **options), BackendChoice(name, name, "requested by name")
+    # auto: the best available; if it fails to load (e.g. an engine build fails), say so and take
+    # the next one that runs the same ONNX graphs, rather than leave the rig without a decoder.
     failures: list[str] = []
+    load_failed = False
     for candidate in AUTO_ORDER:
         reason = _unavailable_reason(candidate)
         if reason is not None:
             failures.append(f"not {candidate}: {reason}")
             continue
+        if load_failed and candidate not in ONNX_BACKENDS:
+            log.error("no ONNX backend could load the bundle; auto does not fall back to a backend that loads other files",
+                      refused=candidate, failures="; ".join(failures))
+            raise BackendError(
+                "the bundle's ONNX graphs did not load (" + "; ".join(failures) + f"); auto does not fall back to "
+                f"{candidate}, which loads other files of the bundle; fix or re-export the bundle, or set "
+                f"backend.name = {candidate} to choose it deliberately"
+            )
         try:
             backend = load_backend_class(candidate)(bundle, **_options_for(candidate, options))
         except BackendError as exc:
             log.warning("backend failed to load, trying the next", backend=candidate, error=str(exc))
             failures.append(f"not {candidate}: {exc}")
+            load_failed = True
             continue
         why = f"{candidate} is available" + (f" ({'; '.join(failures)})" if failures else "")
-        log.info("backend chosen", backend=candidate, reason=why, model_id=bundle.model_id[:12])
-        return backend
+        choice = BackendChoice(candidate, "auto", why, fell_back=load_failed)
+        if load_failed:
+            log.warning("backend chosen after a fallback", backend=candidate, reason=why, model_id=bundle.model_id[:12])
+        elif candidate not in ONNX_BACKENDS:
+            log.warning("backend chosen: no ONNX backend can run here; serving the reference .pt2 graphs",
+                        backend=candidate, reason=why, model_id=bundle.model_id[:12])
+        else:
+            log.info("backend chosen", backend=candidate, reason=why, model_id=bundle.model_id[:12])
+        return backend, choice
     raise BackendUnavailable("no inference backend could load the bundle: " + "; ".join(failures))
 
 

@@ -1,5 +1,8 @@
 """PyTorch, the reference backend: runs the bundle's torch.export (`.pt2`) graphs on CPU or CUDA.
 
+The archives are loaded as data only (`decoder.backends.safe_pt2`): an archive that would make
+`torch.export.load` unpickle, compile or import anything is refused before torch reads it.
+
 It exists to check the other backends against the model as trained, and as a last resort when
 ONNX Runtime is missing. It is not allocation-free (PyTorch allocates its outputs); inputs are
 copied into preallocated tensors and outputs into preallocated NumPy buffers so that callers
@@ -13,7 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from decoder.backends.base import BackendError, BackendUnavailable, InputChecker, io_description, synthetic_frames
+from decoder.backends.base import BackendUnavailable, InputChecker, io_description, synthetic_frames
+from decoder.backends.safe_pt2 import load_program
 from protocols.bundle import FRAME_ENCODER, TEMPORAL, WHOLE_WINDOW, Bundle
 
 _TORCH_DTYPES = {"uint8": torch.uint8, "uint16": torch.uint16, "float32": torch.float32}
@@ -42,11 +46,8 @@ class TorchBackend:
         self._check = InputChecker(bundle)
         self._modules = {}
         for graph in (FRAME_ENCODER, TEMPORAL, WHOLE_WINDOW):
-            path = bundle.file(f"{graph}.pt2")
-            try:
-                program = torch.export.load(str(path))
-            except Exception as exc:  # torch raises several types for a bad archive
-                raise BackendError(f"torch cannot load {path}: {exc}") from exc
+            name = f"{graph}.pt2"
+            program = load_program(bundle.file(name), bundle.manifest.files[name])
             self._modules[graph] = program.module().to(self.device)
         h, w = bundle.frame_shape
         raw = _TORCH_DTYPES[bundle.frame_dtype]
