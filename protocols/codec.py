@@ -84,6 +84,10 @@ def encode_frame(header: FrameHeader, pixels: np.ndarray) -> list[Any]:
         )
     if not pixels.flags.c_contiguous:
         raise ProtocolError("pixels must be C-contiguous (use np.ascontiguousarray)")
+    if pixels.nbytes > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            f"frame of {pixels.nbytes} bytes exceeds the {MAX_FRAME_BYTES}-byte limit (a decoder would never see it)"
+        )
     return [TOPIC_FRAME, pack_header(header.to_wire()), pixels]
 
 

@@ -25,7 +25,11 @@ TOPIC_STATUS = b"status"
 
 FRAME_DTYPES = ("uint8", "uint16", "float32")
 MAX_FRAME_SIDE = 16384
-MAX_FRAME_BYTES = 256 * 1024 * 1024
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+"""Largest pixel buffer of a frame message (64 MiB: 4096 x 4096 float32, 8192 x 4096 uint16).
+The decoder's ZeroMQ socket always takes messages of this size (its `maxmsgsize` is at least
+this); libzmq drops a larger message together with the connection before any reader sees it,
+so the spec does not allow larger ones and writers refuse them."""
 MAX_NAME_LEN = 128
 MAX_CLASSES = 1024
 MAX_MAP_ITEMS = 64

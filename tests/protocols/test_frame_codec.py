@@ -122,3 +122,21 @@ def test_absurd_declared_size_is_refused_before_any_allocation():
     header = msgpack.packb(_frame_wire(shape=[16384, 16384], dtype="float32"))
     with pytest.raises(ProtocolError, match=str(MAX_FRAME_BYTES)):
         codec.decode_frame([b"frame", header, b"\x00" * 16])
+
+
+def test_the_frame_limit_is_what_the_decoder_socket_takes():
+    # The decoder's SUB socket takes messages up to max(64 MiB, 16 x its model's frame); libzmq
+    # silently drops larger ones with the connection. On main the spec allowed 256 MiB.
+    assert MAX_FRAME_BYTES == 64 * 1024 * 1024
+    side = 4096
+    header = msgpack.packb(_frame_wire(shape=[side, side + 1], dtype="float32"))
+    with pytest.raises(ProtocolError, match="exceeds"):
+        codec.decode_frame([b"frame", header, b"\x00" * 16])
+
+
+def test_writers_refuse_a_frame_over_the_limit():
+    pixels = np.zeros((4096, 4097), np.float32)  # 64 MiB + 16 KiB
+    with pytest.raises(ProtocolError, match="exceeds the 67108864-byte limit"):
+        codec.encode_frame(codec.make_frame_header(pixels, 0), pixels)
+    fits = np.zeros((4096, 4096), np.float32)
+    assert codec.encode_frame(codec.make_frame_header(fits, 0), fits)[2] is fits
