@@ -140,3 +140,30 @@ def test_writers_refuse_a_frame_over_the_limit():
         codec.encode_frame(codec.make_frame_header(pixels, 0), pixels)
     fits = np.zeros((4096, 4096), np.float32)
     assert codec.encode_frame(codec.make_frame_header(fits, 0), fits)[2] is fits
+
+
+WIRE_INT = st.one_of(
+    st.integers(min_value=0, max_value=2**64 - 1),
+    st.sampled_from([0, 1, 2**53, 2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(seq=WIRE_INT, t_acq_ns=WIRE_INT, t_pub_ns=WIRE_INT, channel=st.integers(0, 255), plane=st.integers(0, 4095),
+       session=st.text(max_size=128), shape=st.tuples(st.integers(1, 8), st.integers(1, 8)),
+       dtype=st.sampled_from(["uint8", "uint16", "float32"]))
+def test_frame_headers_round_trip_over_the_whole_integer_range(seq, t_acq_ns, t_pub_ns, channel, plane, session,
+                                                               shape, dtype):
+    pixels = np.zeros(shape, dtype)
+    header = codec.FrameHeader(seq=seq, t_acq_ns=t_acq_ns, t_pub_ns=t_pub_ns, shape=shape, dtype=dtype,
+                               channel=channel, plane=plane, session=session)
+    parts = codec.encode_frame(header, pixels)
+    decoded, view = codec.decode_frame([parts[0], parts[1], pixels.tobytes()])
+    assert decoded == header and view.shape == shape
+
+
+@given(seq=st.one_of(st.integers(max_value=-1), st.integers(min_value=2**64)))
+def test_frame_writers_refuse_a_sequence_number_outside_the_range(seq):
+    pixels = np.zeros((2, 2), np.uint16)
+    with pytest.raises(ProtocolError, match="seq"):
+        codec.encode_frame(codec.FrameHeader(seq=seq, t_acq_ns=0, t_pub_ns=0, shape=(2, 2), dtype="uint16"), pixels)
