@@ -4,7 +4,8 @@
 `use_pickle`, "opaque" constants, and the sample inputs, where a refused weights-only load falls
 back to a full unpickle), it compiles the archive's `guards_code` strings into Python, it
 resolves node targets by attribute lookup from the `torch` module (`torch.os.system` is such a
-path), and it loads AOTInductor shared libraries. The manifest's sha256 values detect
+path), it evaluates symbolic-shape strings with `sympy.sympify`, it imports the modules its tree
+specs name, and it loads AOTInductor shared libraries. The manifest's sha256 values detect
 corruption, not tampering: anyone who can write a bundle can recompute them.
 
 `load_program` therefore reads the file once, checks its bytes against the manifest's sha256,
@@ -15,8 +16,11 @@ data of the shape `torch.export.save` writes for this project's graphs:
   markers, `models/model.json`, raw weight and tensor-constant payloads, their JSON configs, the
   sample inputs); no AOTInductor code, no extra files, no legacy pickled weight files;
 - configs in which no payload is pickled and every payload is a raw tensor file of the archive;
-- a program whose `guards_code` is empty, whose graph holds no custom objects, and whose every
-  node target (nested graphs included) is an ATen or prims operator (`torch.ops.aten.*.*`);
+- a program whose `guards_code` is empty, that has no symbolic shapes (sympy parses those by
+  evaluating strings), holds no custom objects, names no Python types (input/output tree specs
+  of tuples, lists and dicts only; no namedtuples, enums or module metadata; node metadata only
+  `stack_trace`, `nn_module_stack`, `torch_fn`), and whose every node target (nested graphs
+  included) is an ATen or prims operator (`torch.ops.aten.*.*`);
 - sample inputs that load with `torch.load(..., weights_only=True)` (a restricted unpickler
   that builds tensors and containers only), so torch's fallback to a full unpickle never runs.
 
@@ -178,19 +182,83 @@ def _check_payload_config(
             raise UnsafeArchive(f"{path}: {name}: {fqn!r} has no tensor description")
 
 
+_NODE_METADATA = frozenset({"stack_trace", "nn_module_stack", "torch_fn"})
+_TREESPEC_TYPES = frozenset({None, "builtins.tuple", "builtins.list", "builtins.dict"})
+
+
 def _check_program(program: Any, path: Path | str) -> None:
     if not isinstance(program, dict) or not isinstance(program.get("graph_module"), dict):
         raise UnsafeArchive(f"{path}: models/model.json is not an exported program")
     if program.get("guards_code") not in (None, []):
         raise UnsafeArchive(f"{path}: the program carries guards_code (Python source); refused")
+    # Symbolic shapes are parsed with sympy.sympify (which evaluates its string): the bundle's
+    # graphs have static shapes, so there must be none.
+    if program.get("range_constraints") not in (None, {}) or _has_key(program, "expr_str"):
+        raise UnsafeArchive(f"{path}: the program has symbolic shapes (parsed by evaluating strings); refused")
+    module = program["graph_module"]
+    if module.get("treespec_namedtuple_fields") not in (None, {}) or module.get("metadata") not in (None, {}):
+        raise UnsafeArchive(f"{path}: the program names Python types (namedtuples or module metadata); refused")
     for graph in _graphs(program):
         if graph.get("custom_obj_values"):
             raise UnsafeArchive(f"{path}: the program holds custom (pickled or compiled) objects; refused")
+        for kind in ("sym_int_values", "sym_bool_values", "sym_float_values"):
+            if graph.get(kind):
+                raise UnsafeArchive(f"{path}: the program has symbolic values ({kind}); refused")
+        for item in graph["nodes"]:
+            extra = set((item.get("metadata") or {}) if isinstance(item, dict) else ()) - _NODE_METADATA
+            if extra:
+                raise UnsafeArchive(f"{path}: graph node metadata {sorted(extra)} names Python objects; refused")
     for target in _targets(program):
         if not isinstance(target, str) or not _OPERATOR.fullmatch(target):
             raise UnsafeArchive(
                 f"{path}: graph node target {str(target)[:80]!r} is not an ATen/prims operator; refused"
             )
+    # Tree specs (how inputs and outputs nest) may name any importable type; ours are tuples.
+    for spec in _strings_under(program, ("in_spec", "out_spec")):
+        for type_name in _spec_types(spec, path):
+            if type_name not in _TREESPEC_TYPES:
+                raise UnsafeArchive(f"{path}: input/output spec names type {str(type_name)[:80]!r}; refused")
+
+
+def _has_key(node: Any, key: str) -> bool:
+    if isinstance(node, dict):
+        return key in node or any(_has_key(v, key) for v in node.values())
+    if isinstance(node, list):
+        return any(_has_key(v, key) for v in node)
+    return False
+
+
+def _strings_under(node: Any, keys: tuple[str, ...]) -> Iterator[str]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in keys and isinstance(v, str):
+                yield v
+            else:
+                yield from _strings_under(v, keys)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _strings_under(v, keys)
+
+
+def _spec_types(spec: str, path: Path | str) -> Iterator[Any]:
+    if "__enum__" in spec:
+        raise UnsafeArchive(f"{path}: input/output spec names an enum type; refused")
+    try:
+        parsed = json.loads(spec)
+    except json.JSONDecodeError:
+        raise UnsafeArchive(f"{path}: input/output spec is not JSON") from None
+
+    def walk(node: Any) -> Iterator[Any]:
+        if isinstance(node, dict):
+            if "type" in node:
+                yield node["type"]
+            for child in node.get("children_spec") or ():
+                yield from walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                yield from walk(child)
+
+    yield from walk(parsed)
 
 
 def _graphs(node: Any) -> Iterator[dict[str, Any]]:

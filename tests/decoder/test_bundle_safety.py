@@ -111,6 +111,16 @@ def _node_target(target: str) -> Callable[[Any], None]:
     return edit
 
 
+def _spec_type(type_name: str) -> Callable[[Any], None]:
+    def edit(program: Any) -> None:
+        entry = program["graph_module"]["module_call_graph"][0]["signature"]
+        spec = json.loads(entry["in_spec"])
+        spec[1]["type"] = type_name
+        entry["in_spec"] = json.dumps(spec)
+
+    return edit
+
+
 CASES: dict[str, Callable[[Path], dict[str, Any]]] = {
     # the whole .pt2 replaced by a pickle
     "raw_pickle": lambda m: {"whole_file": pickle.dumps(_Payload(m))},
@@ -123,6 +133,15 @@ CASES: dict[str, Callable[[Path], dict[str, Any]]] = {
     "guards_code": lambda m: {"rewrite": _edit_json("models/model.json", lambda p: p.update(
         guards_code=[f"open({str(m)!r}, 'w') is None"]))},
     "python_target": lambda m: {"rewrite": _edit_json("models/model.json", _node_target("torch.os.system"))},
+    # sympy.sympify evaluates its string
+    "symbolic_shape": lambda m: {"rewrite": _edit_json("models/model.json", lambda p: p["graph_module"]["graph"].update(
+        sym_int_values={"s0": {"as_expr": {"expr_str": f"open({str(m)!r}, 'w') and 1", "hint": None}}}))},
+    "range_constraints": lambda m: {"rewrite": _edit_json("models/model.json", lambda p: p.update(
+        range_constraints={f"open({str(m)!r}, 'w')": {"min_val": 0, "max_val": 8}}))},
+    # tree specs and enums name importable types
+    "treespec_type": lambda m: {"rewrite": _edit_json("models/model.json", _spec_type("collections.defaultdict"))},
+    "node_metadata": lambda m: {"rewrite": _edit_json("models/model.json", lambda p: p["graph_module"]["graph"]["nodes"][0]
+                                                      ["metadata"].update(source_fn_stack="x,torch.os.system"))},
 }
 
 
