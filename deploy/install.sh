@@ -84,6 +84,8 @@ tmp_dir="$(mktemp -d)"
 trap 'rm -rf "$tmp_dir"' EXIT
 sed -e "s#/opt/actionloop/venv/bin/python#$PREFIX/venv/bin/python#" \
     -e "s#file:///opt/actionloop/docs#file://$PREFIX/docs#" \
+    -e "s#--config /etc/actionloop/decoder.toml#--config $CONFIG_DIR/decoder.toml#" \
+    -e "s#EnvironmentFile=-/etc/actionloop/decoder.env#EnvironmentFile=-$CONFIG_DIR/decoder.env#" \
     "$REPO/deploy/$UNIT_NAME" > "$tmp_dir/$UNIT_NAME"
 if command -v systemd-analyze >/dev/null 2>&1 && [[ "$DRY_RUN" != 1 ]]; then
     # Staged: the interpreter is not at PREFIX yet, so check a copy that names the staged one.

@@ -184,6 +184,32 @@ def test_install_script_staged_dry_run(tmp_path: Path) -> None:
     assert "useradd" not in result.stdout and "daemon-reload" not in result.stdout
 
 
+@needs_systemd_analyze
+def test_install_script_points_the_unit_at_its_prefix_and_config(tmp_path: Path) -> None:
+    """Everything but the virtualenv, for real: a stand-in interpreter whose `-m venv` makes a
+    virtualenv that links this one's Python, and `pip` steps that do nothing (the slow test
+    installs for real)."""
+    fake = tmp_path / "fake-python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [[ "$1 $2" == "-m venv" ]]; then mkdir -p "$3/bin"; printf \'#!/usr/bin/env bash\\nexit 0\\n\' > "$3/bin/python"; '
+        'chmod +x "$3/bin/python"; exit 0; fi\n'
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    stage = tmp_path / "stage"
+    result = subprocess.run(
+        ["bash", str(DEPLOY / "install.sh")], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DESTDIR": str(stage), "PYTHON": str(fake), "PREFIX": "/srv/al", "CONFIG_DIR": "/etc/al"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    unit = (stage / "etc/systemd/system" / UNIT.name).read_text()
+    assert "ExecStart=/srv/al/venv/bin/python -m decoder --config /etc/al/decoder.toml" in unit
+    assert "EnvironmentFile=-/etc/al/decoder.env" in unit and "Documentation=file:///srv/al/docs/daemon.md" in unit
+    assert (stage / "etc/al/decoder.toml").is_file()
+    assert "+ systemd-analyze verify actionloop-decoder.service" in result.stdout  # verified, under its own name
+
+
 def test_install_script_dry_run(tmp_path: Path) -> None:
     result = subprocess.run(
         ["bash", str(DEPLOY / "install.sh")], capture_output=True, text=True, timeout=60,
