@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-COARSE_ROTATIONS_DEG = np.arange(-16.0, 16.01, 2.0)
+# Remounting a preparation turns its field by up to tens of degrees; the coarse search covers
+# +-30 (a fit within a step of a limit is flagged: `edge_of_search`).
+COARSE_ROTATIONS_DEG = np.arange(-30.0, 30.01, 2.0)
 COARSE_SCALES = np.arange(0.80, 1.201, 0.05)
 FINE_ROTATION_STEP_DEG = 0.5
 FINE_SCALE_STEP = 0.0125
@@ -237,6 +239,24 @@ def estimate_alignment(moving: np.ndarray, template: np.ndarray, max_shift: floa
     scl = coarse.scale + np.arange(-0.05, 0.0501, FINE_SCALE_STEP)
     fine = _search(m, t, rot, scl[scl > 0.5], max_shift)
     return Alignment(fine.rotation_deg, fine.scale, fine.shift_x, fine.shift_y, float(np.clip(fine.score, -1.0, 1.0)))
+
+
+def edge_of_search(alignment: Alignment, max_shift: float = 0.5) -> list[str]:
+    """What about a fitted alignment lies at (within one coarse step of) the search's limits:
+    the true transform may lie outside, so the fit is not to be trusted."""
+    out = []
+    rot_step = float(COARSE_ROTATIONS_DEG[1] - COARSE_ROTATIONS_DEG[0])
+    if abs(alignment.rotation_deg) > float(COARSE_ROTATIONS_DEG.max()) - rot_step:
+        out.append(f"rotation {alignment.rotation_deg:+.1f} deg is at the edge of the search range "
+                   f"(+-{COARSE_ROTATIONS_DEG.max():.0f} deg)")
+    scale_step = float(COARSE_SCALES[1] - COARSE_SCALES[0])
+    if not (COARSE_SCALES.min() + scale_step / 2 <= alignment.scale <= COARSE_SCALES.max() - scale_step / 2):
+        out.append(f"scale {alignment.scale:.3f} is at the edge of the search range "
+                   f"({COARSE_SCALES.min():.2f}-{COARSE_SCALES.max():.2f})")
+    if max(abs(alignment.shift_x), abs(alignment.shift_y)) > 0.9 * max_shift:
+        out.append(f"shift ({alignment.shift_x:+.2f}, {alignment.shift_y:+.2f}) is at the edge of the search "
+                   f"range (+-{max_shift:.2f} of the half field)")
+    return out
 
 
 def warp_image(image: np.ndarray, alignment: Alignment) -> np.ndarray:

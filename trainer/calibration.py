@@ -12,6 +12,11 @@ which shifts every log pixel alike. Per-pixel *scaling* was measured and dropped
 spread is ~1 % of the log signal, so a ±30 % gain change (or the brightness augmentation) moved
 z-scores by tens of units and training stalled at chance.
 
+For encoders with per-animal normalisation (`trainer.models.neural.AnimalNorm`) a calibration
+also carries (3) the mean and std of every per-frame feature and of the embedding over the same
+stretch (`calibrate_encoder`): they depend on the trained weights, so they are measured after
+training, from the same unlabelled frames.
+
 Training calibrates every animal of the training set against a group template; the export
 command calibrates the animal the bundle will decode (a minute of its frames is enough) and
 bakes the calibration into the exported graph.
@@ -20,7 +25,7 @@ bakes the calibration into the exported graph.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ from trainer.alignment import (
     MAX_FRAMES,
     Alignment,
     build_template,
+    edge_of_search,
     estimate_alignment,
     evenly_spaced,
     registration_image,
@@ -38,22 +44,37 @@ from trainer.alignment import (
 )
 
 
+_STATISTICS = ("feature_mean", "feature_std", "embedding_mean", "embedding_std")
+
+
 @dataclass(frozen=True)
 class SessionCalibration:
     alignment: Alignment
     log_mean: np.ndarray  # (h, w) float32, template space: mean log1p count of every pixel
     frames: int           # how many frames it was estimated from
+    # per-animal normalisation (trainer.models.neural.AnimalNorm): float32 mean and std of the
+    # encoder's per-frame features (F,) and of its embedding (D,); None where it has none
+    feature_mean: np.ndarray | None = None
+    feature_std: np.ndarray | None = None
+    embedding_mean: np.ndarray | None = None
+    embedding_std: np.ndarray | None = None
+
+    def _statistics(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in _STATISTICS if getattr(self, k) is not None}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"alignment": self.alignment.to_dict(), "log_mean": self.log_mean.tolist(), "frames": self.frames}
+        return {"alignment": self.alignment.to_dict(), "log_mean": self.log_mean.tolist(), "frames": self.frames,
+                **{k: v.tolist() for k, v in self._statistics().items()}}
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> SessionCalibration:
+        stats = {k: np.asarray(d[k], dtype=np.float32) for k in _STATISTICS if k in d}
         return SessionCalibration(Alignment.from_dict(d["alignment"]),
-                                  np.asarray(d["log_mean"], dtype=np.float32), int(d["frames"]))
+                                  np.asarray(d["log_mean"], dtype=np.float32), int(d["frames"]), **stats)
 
     def summary(self) -> dict[str, Any]:
-        return {**self.alignment.to_dict(), "frames": self.frames}
+        return {**self.alignment.to_dict(), "frames": self.frames,
+                "normalisation_statistics": sorted(self._statistics())}
 
     def log_ratio(self, pooled: np.ndarray) -> np.ndarray:
         """(N, h, w) pooled counts of this animal -> aligned log1p counts minus the pixel
@@ -86,6 +107,59 @@ def _with_statistics(frames: np.ndarray, alignment: Alignment) -> SessionCalibra
     return SessionCalibration(alignment, pixel_log_mean(aligned), len(frames))
 
 
+def standardisation(x: torch.Tensor, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(F,) mean and std over the rows of `x` (N, F), as `AnimalNorm` applies them."""
+    x = x.double()
+    mean = x.mean(dim=0)
+    std = torch.sqrt(((x - mean) ** 2).mean(dim=0) + eps)
+    return mean.float().numpy(), std.float().numpy()
+
+
+@torch.no_grad()
+def with_encoder_statistics(calibration: SessionCalibration, encoder: torch.nn.Module, pooled: np.ndarray,
+                            aligned: bool = False, batch: int = 512) -> SessionCalibration:
+    """`calibration` plus the statistics of the encoder's per-animal normalisation, measured on
+    one animal's contiguous pooled frames (N, h, w) (at most the first `MAX_FRAMES`), raw
+    (aligned here with the calibration) or already in template space: the feature statistics
+    over every frame, then the embedding statistics over every window of the normalised
+    features. Eval mode; the encoder's training flag is restored."""
+    frame_encoder, temporal = encoder.frame_encoder, encoder.temporal
+    frames = torch.from_numpy(np.ascontiguousarray(pooled[:MAX_FRAMES], dtype=np.float32))
+    if len(frames) < encoder.window:
+        raise ValueError(f"a calibration of this encoder needs at least {encoder.window} consecutive frames "
+                         f"(its window), got {len(frames)}")
+    if not aligned:
+        frames = warp(frames, calibration.alignment)
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        baseline = torch.from_numpy(calibration.log_mean).view(1, 1, *calibration.log_mean.shape)
+        raw = torch.cat([frame_encoder.raw_features(part.unsqueeze(1), baseline.expand(len(part), -1, -1, -1))
+                         for part in frames.split(batch)])
+        stats: dict[str, np.ndarray] = {}
+        feats = raw
+        if frame_encoder.animal_norm is not None:
+            stats["feature_mean"], stats["feature_std"] = standardisation(raw, frame_encoder.animal_norm.eps)
+            feats = (raw - torch.from_numpy(stats["feature_mean"])) / torch.from_numpy(stats["feature_std"])
+        if temporal.animal_norm is not None:
+            windows = feats.unfold(0, encoder.window, 1).permute(0, 2, 1)  # (N - W + 1, W, F)
+            emb = torch.cat([temporal.raw_embedding(part.contiguous()) for part in windows.split(batch)])
+            stats["embedding_mean"], stats["embedding_std"] = standardisation(emb, temporal.animal_norm.eps)
+    finally:
+        encoder.train(was_training)
+    return replace(calibration, **stats)
+
+
+def calibrate_encoder(encoder: torch.nn.Module, pooled: np.ndarray, template: np.ndarray) -> SessionCalibration:
+    """Everything a session-calibrated `NeuralEncoder` needs to decode one animal, from its
+    unlabelled contiguous pooled frames (N, h, w): alignment and pixel baseline (`calibrate`),
+    plus the statistics of its per-animal normalisation when it has one."""
+    calibration = calibrate(pooled, template)
+    if not encoder.normalises_per_animal:
+        return calibration
+    return with_encoder_statistics(calibration, encoder, pooled)
+
+
 def calibrate_group(pooled_by_animal: Mapping[str, np.ndarray]) -> tuple[np.ndarray, dict[str, SessionCalibration]]:
     """Template of a group of animals and each animal's calibration against it."""
     names = list(pooled_by_animal)
@@ -110,19 +184,46 @@ class CalibrationSet:
         return CalibrationSet(np.asarray(stored["template"], dtype=np.float32),
                               {name: SessionCalibration.from_dict(c) for name, c in stored["animals"].items()})
 
-    def for_animal(self, animal: str, pooled: np.ndarray | None = None) -> SessionCalibration:
-        """The stored calibration of a training animal, else one estimated from `pooled` frames."""
+    def for_animal(self, animal: str, pooled: np.ndarray | None = None,
+                   encoder: torch.nn.Module | None = None) -> SessionCalibration:
+        """The stored calibration of a training animal, else one estimated from `pooled` frames
+        (with `encoder`'s normalisation statistics when it normalises per animal)."""
         if animal in self.animals:
             return self.animals[animal]
         if pooled is None:
             raise ValueError(f"animal {animal!r} was not in training ({sorted(self.animals)}); "
                              "calibrate it from its own frames")
-        return calibrate(pooled, self.template)
+        if encoder is None:
+            return calibrate(pooled, self.template)
+        return calibrate_encoder(encoder, pooled, self.template)
+
+
+# A new animal's registration score is suspect when it is both this far below the training
+# animals' lowest and below this fraction of their median. Training animals built the template,
+# so their scores are biased upwards (more so the fewer they are): 0.75 against 0.95 for two
+# training animals was a good fit on the test data, 0.59 against 0.76-0.89 a bad one.
+SCORE_MARGIN = 0.1
+SCORE_RATIO = 0.75
+
+
+def calibration_quality(calibration: SessionCalibration, reference: CalibrationSet) -> dict[str, Any]:
+    """How far to trust a new animal's calibration: its registration score beside the training
+    animals' (against the same template), and warnings when the fit sits at the edge of the
+    search range or scores clearly below every training animal."""
+    scores = sorted(c.alignment.score for c in reference.animals.values())
+    score = calibration.alignment.score
+    warnings = edge_of_search(calibration.alignment)
+    if scores and score < scores[0] - SCORE_MARGIN and score < SCORE_RATIO * float(np.median(scores)):
+        warnings.append(f"registration score {score:.2f} is far below the training animals' "
+                        f"({scores[0]:.2f}-{scores[-1]:.2f}): the field of view may not match the template")
+    return {"score": round(score, 4), "training_scores": [round(scores[0], 4), round(scores[-1], 4)] if scores else [],
+            "warnings": warnings}
 
 
 def pooled_frames_of_trials(paths: Sequence[Path], frame_encoder: torch.nn.Module) -> tuple[str, np.ndarray]:
     """Read a calibration recording (trial files of one animal), pool its frames with the
-    encoder's own first layer, at most `MAX_FRAMES` spread evenly over it. Returns the animal id
+    encoder's own first layer: its first `MAX_FRAMES` frames, contiguous (the per-animal
+    normalisation's embedding statistics are measured on whole windows). Returns the animal id
     and (N, h, w) pooled counts. Errors name the file and the problem."""
     from trainer.data.recording import open_trial
 
@@ -142,13 +243,13 @@ def pooled_frames_of_trials(paths: Sequence[Path], frame_encoder: torch.nn.Modul
     total = sum(counts)
     if total < 2:
         raise ValueError(f"calibration trials hold {total} frames; a calibration needs at least 2")
-    keep = set(evenly_spaced(total).tolist())
-    pooled, offset = [], 0
+    pooled, left = [], MAX_FRAMES
     for path, n in zip(paths, counts, strict=True):
         with open_trial(path) as trial, torch.inference_mode():
-            idx = [i - offset for i in range(offset, offset + n) if i in keep]
-            for c in range(0, len(idx), 256):
-                raw = torch.from_numpy(np.asarray(trial.neural[idx[c:c + 256]], dtype=np.float32))
+            for c in range(0, min(n, left), 256):
+                raw = torch.from_numpy(np.asarray(trial.neural[c:min(c + 256, left)], dtype=np.float32))
                 pooled.append(frame_encoder.preprocess(raw).squeeze(1).numpy())
-        offset += n
+        left -= min(n, left)
+        if left == 0:
+            break
     return animals.pop(), np.concatenate(pooled)

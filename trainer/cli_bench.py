@@ -4,16 +4,18 @@
 
 1. Simulates the preset's dataset into ``--data`` if that folder holds no trials (through
    `actionloop simulate` in a child process: trainer/ does not import tools/).
-2. Trains every method (``ours``, ``ours_adversarial``, ``ours_mmd``, ``contrastive_noswap``, ``simclr``, ``regression``) with the
-   trainer's own preset of the same name (`trainer.train.train`), one after the other.
-3. Evaluates them, ``raw_linear`` and ``cebra`` on the same windows with the same linear-probe
-   protocol (trainer/evaluation).
-4. Writes ``--out`` (the issue's JSON shape, plus ``train_epoch_s`` and ``settings``), the
-   markdown table next to it (``.md``), and ``<out stem>-report/`` with the full report and the
-   confusion/embedding figures.
+2. Trains every selected entry of `TRAINED` (the default method and its ablations by default)
+   with the trainer's preset (`trainer.train.train`), once per training seed, one after the other.
+3. Evaluates them, the raw-frame baselines and ``cebra`` (also once per training seed) on the
+   same windows with the same linear-probe protocol (trainer/evaluation), calibrating every
+   animal from its first trial, which is not scored (trainer/evaluation/embed.py).
+4. Writes ``--out`` (means over training seeds, with ``seed_sd``, ``train_seeds`` and
+   ``default_method``, plus ``train_epoch_s`` and ``settings``), the markdown table next to it
+   (``.md``), and ``<out stem>-report/`` with the full report and the confusion/embedding
+   figures of the first seed.
 
-Trained checkpoints go to ``--work`` (default bench/work/runs/<preset>); ``--reuse`` evaluates an
-existing checkpoint of a method instead of training it again (for a bench cut short).
+Trained checkpoints go to ``--work``/<entry>/seed<k> (default bench/work/runs/<preset>);
+``--reuse`` evaluates an existing checkpoint instead of training it again (for a bench cut short).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import argparse
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +32,38 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-TRAINED_METHODS = ("ours", "ours_adversarial", "ours_mmd", "contrastive_noswap", "simclr", "regression")
-ALL_METHODS = ("raw_linear", "raw_linear_aligned", *TRAINED_METHODS, "cebra")
+# Trained entries of the benchmark: name -> (training method, config overrides). The ablations
+# are the default method with one component removed, so the table reads component by component.
+TRAINED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ours": ("ours", ()),
+    "contrastive_noswap": ("contrastive_noswap", ()),
+    "ours_no_animal_norm": ("ours", ("model.animal_norm=none",)),
+    "contrastive_noswap_no_animal_norm": ("contrastive_noswap", ("model.animal_norm=none",)),
+    "ours_no_augment": ("ours", ("augment.enabled=false",)),
+    "ours_adversarial": ("ours_adversarial", ()),
+    "ours_mmd": ("ours_mmd", ()),
+    "simclr": ("simclr", ()),
+    "regression": ("regression", ()),
+}
+TRAINED_METHODS = tuple(TRAINED)
+CEBRA_ENTRIES = ("cebra", "cebra_old", "cebra_noncausal")  # trainer.evaluation.baselines.CEBRA_CONFIGS
+ALL_METHODS = ("raw_linear", "raw_linear_aligned", *TRAINED_METHODS, *CEBRA_ENTRIES)
+# What `make bench-train` compares: the default method, its ablations, the peer and raw frames
+# (the other entries are selectable with --methods; each costs ~6 min per training seed here).
+DEFAULT_METHODS = ("raw_linear", "raw_linear_aligned", "ours", "contrastive_noswap", "ours_no_animal_norm", "cebra")
+SEEDED = (*TRAINED_METHODS, *CEBRA_ENTRIES)  # entries trained once per training seed
+
+
+def default_entry() -> str:
+    """The benchmark entry that is what `actionloop train` trains when no method is named."""
+    from trainer.config import TrainConfig
+
+    method = TrainConfig().method
+    return next(name for name, (m, overrides) in TRAINED.items() if m == method and not overrides)
+
+
+def seeded_name(method: str, seed: int) -> str:
+    return f"{method}@seed{seed}"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -42,13 +75,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="dataset directory; simulated there if it holds no trials "
                         "(default: bench/work/data-<preset>)")
     parser.add_argument("--sim-seed", type=int, default=0, help="simulator seed when the dataset is simulated")
-    parser.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS),
-                        help="methods to compare (default: all)")
-    parser.add_argument("--train-seed", type=int, default=0, help="training seed of every trained method")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(ALL_METHODS),
+                        help=f"methods to compare (default: {' '.join(DEFAULT_METHODS)})")
+    parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="training seeds: every trained method (and CEBRA) is trained once per seed")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="probe seeds (label subsets)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="training-config override applied to every trained method (repeatable)")
-    parser.add_argument("--cebra-iterations", type=int, default=None, help="CEBRA iterations (default: CebraSettings)")
+    parser.add_argument("--cebra-iterations", type=int, default=None,
+                        help="CEBRA iterations of every CEBRA entry (default: each entry's CEBRA_CONFIGS setting)")
     parser.add_argument("--work", default=None, help="checkpoints folder (default: bench/work/runs/<preset>)")
     parser.add_argument("--reuse", action="store_true", help="evaluate existing checkpoints instead of retraining")
     parser.add_argument("--projection", choices=["pca", "tsne"], default="tsne", help="2-D projection of the figures")
@@ -90,25 +125,19 @@ def dataset_summary(data: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trainer.config import ConfigError, load_config
+    from trainer.config import ConfigError
     from trainer.data.recording import RecordingError
-    from trainer.evaluation.baselines import (
-        CebraSettings,
-        cebra_windows,
-        raw_linear_aligned_windows,
-        raw_linear_windows,
-    )
-    from trainer.evaluation.embed import encoders_windows, load_encoder, load_tables
     from trainer.evaluation.report import (
         bench_json,
         markdown_tables,
+        seed_statistics,
         standardisation_table,
         write_json_atomic,
         write_text_atomic,
     )
     from trainer.evaluation.suite import ProtocolSettings, evaluate_sets, write_reports
     from trainer.evaluation.windows import EvaluationError, standardised_per_animal
-    from trainer.train import CHECKPOINT, TrainingError, train
+    from trainer.train import TrainingError
 
     started = time.perf_counter()
     progress = not args.no_progress
@@ -117,104 +146,170 @@ def run(args: argparse.Namespace) -> int:
     work = Path(args.work or f"bench/work/runs/{args.preset}")
     report_dir = out.with_name(f"{out.stem}-report")
     settings = ProtocolSettings(seeds=tuple(args.seeds))
-    # where identity lives (report.standardisation_table): 100 % labels, one seed
+    # where identity lives (report.standardisation_table): 100 % labels, one probe seed, first training seed
     diagnostic = ProtocolSettings(fractions=(1.0,), seeds=(0,), protocols=("multi_animal", "identity"))
     train_config = args.train_config or args.preset
-    timings: dict[str, float] = {}
+    seeds = list(dict.fromkeys(args.train_seeds))
+    timings: dict[str, Any] = {}
     try:
         t0 = time.perf_counter()
         ensure_dataset(data, args.preset, args.sim_seed)
         timings["simulate_s"] = time.perf_counter() - t0
         dataset = dataset_summary(data)
-        sets = {}
-        throughput: dict[str, float | None] = {}
-        epoch_s: dict[str, float | None] = {}
-        train_s: dict[str, float] = {}
-        window = None
-        encoders = {}
-        for method in [m for m in TRAINED_METHODS if m in args.methods]:
-            # Pooled frames are cached once in the work folder and shared by every method's run.
-            cfg = load_config(train_config, [f"method={method}", f"seed={args.train_seed}",
-                                            f"progress={'true' if progress else 'false'}",
-                                            f"data.cache_dir={work / 'cache'}", *args.overrides])
-            ckpt_path = work / method / CHECKPOINT
-            t0 = time.perf_counter()
-            if args.reuse and ckpt_path.is_file():
-                log.info("reusing checkpoint", method=method, path=str(ckpt_path))
-                encoder, ckpt = load_encoder(ckpt_path)
-                metrics = ckpt.get("metrics", {})
-            else:
-                log.info("training", method=method, preset=args.preset, out=str(work / method))
-                train(cfg, data, work / method)
-                encoder, ckpt = load_encoder(ckpt_path)  # as evaluated later: weights and calibration
-                metrics = ckpt.get("metrics", {})
-            train_s[method] = time.perf_counter() - t0
-            throughput[method] = metrics.get("train_throughput_windows_per_s")
-            epoch_s[method] = metrics.get("epoch_time_s")
-            window = encoder.window
-            encoders[method] = encoder
-        if encoders:
-            sets.update(encoders_windows(encoders, data, progress=progress))
-        window = window or load_config(train_config).model.window
-        extra_info: dict[str, Any] = {}
-        if {"raw_linear", "raw_linear_aligned", "cebra"} & set(args.methods):
-            tables = load_tables(data, progress=progress)
-            if "raw_linear" in args.methods:
-                sets["raw_linear"] = raw_linear_windows(tables, window)
-                throughput["raw_linear"], epoch_s["raw_linear"] = None, None  # nothing is trained
-            if "raw_linear_aligned" in args.methods:
-                sets["raw_linear_aligned"] = raw_linear_aligned_windows(tables, window)
-                throughput["raw_linear_aligned"], epoch_s["raw_linear_aligned"] = None, None
-            if "cebra" in args.methods:
-                cs = CebraSettings() if args.cebra_iterations is None else CebraSettings(max_iterations=args.cebra_iterations)
-                sets["cebra"], info = cebra_windows(tables, window, cs, seed=args.train_seed, progress=progress)
-                extra_info["cebra"] = info
-                # CEBRA's samples are single frames (its model sees a 10-frame context around each).
-                throughput["cebra"], epoch_s["cebra"] = info["train_samples_per_s"], None
-                train_s["cebra"] = info["fit_s"]
+        trained = _train_entries(args, data, work, train_config, seeds, progress)
+        sets, extra_info = _window_sets(args, data, trained, seeds, train_config, progress)
         t0 = time.perf_counter()
         results = evaluate_sets(sets, settings, progress=progress)
         timings["evaluate_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        standardised = evaluate_sets({m: standardised_per_animal(ws) for m, ws in sets.items()},
+        first = {m: sets[seeded_name(m, seeds[0])] if m in SEEDED else sets[m] for m in args.methods}
+        standardised = evaluate_sets({m: standardised_per_animal(ws) for m, ws in first.items()},
                                      diagnostic, progress=progress)
         timings["diagnostic_s"] = time.perf_counter() - t0
     except (ConfigError, TrainingError, EvaluationError, RecordingError, RuntimeError) as exc:
         log.error("bench-train failed", error=str(exc))
         return 1
-    timings["train_s"] = train_s  # type: ignore[assignment]
+    timings["train_s"] = {m: t.seconds for m, t in trained.items()}
     timings["total_s"] = time.perf_counter() - started
-    summaries = {m: r.summary()["accuracy"] for m, r in results.items()}
+    methods = [m for m in ALL_METHODS if m in args.methods]
+    per_seed = {m: [results[seeded_name(m, k)] for k in seeds] if m in SEEDED else [results[m]] for m in methods}
+    summaries, seed_sd = seed_statistics({m: [r.summary()["accuracy"] for r in rs] for m, rs in per_seed.items()})
     chance = next(iter(results.values())).summary()["chance"]
-    meta = {"preset": args.preset, "train_config": train_config, "train_seed": args.train_seed, "overrides": args.overrides, "timings": timings,
-            "baselines": extra_info, "command": " ".join(["actionloop", *sys.argv[1:]])}
-    figure_methods = tuple(m for m in ("ours", "raw_linear", "cebra") if m in sets)
-    write_reports(report_dir, sets, results, settings, meta, figure_methods=figure_methods,
-                  projection=args.projection, title=f"bench-train, preset {args.preset}")
+    throughput = {m: trained[m].throughput if m in trained else extra_info.get(m, {}).get("train_samples_per_s")
+                  for m in methods}
+    epoch_s = {m: trained[m].epoch_s if m in trained else None for m in methods}
+    meta = {"preset": args.preset, "train_config": train_config, "train_seeds": seeds, "overrides": args.overrides,
+            "entries": {m: {"method": TRAINED[m][0], "overrides": list(TRAINED[m][1])} for m in methods if m in TRAINED},
+            "timings": timings, "baselines": extra_info, "command": " ".join(["actionloop", *sys.argv[1:]])}
+    figure_methods = tuple(m for m in (default_entry(), "raw_linear", "cebra") if m in first)
+    write_reports(report_dir, first, {m: per_seed[m][0] for m in methods}, settings, meta,
+                  figure_methods=figure_methods, projection=args.projection,
+                  title=f"bench-train, preset {args.preset}, first training seed ({seeds[0]})")
     standardised_summaries = {m: r.summary()["accuracy"] for m, r in standardised.items()}
     payload = bench_json(dataset, chance, summaries, throughput, extra={
-        "train_epoch_s": {m: epoch_s.get(m) for m in summaries},
+        "default_method": default_entry(),
+        "train_seeds": seeds,
+        "seed_sd": seed_sd,
+        "train_epoch_s": epoch_s,
         "per_animal_standardised": {
             proto: {m: acc[proto]["1.0"]["mean"] for m, acc in standardised_summaries.items()}
             for proto in diagnostic.protocols
         },
         "settings": {**meta, "protocol": {"fractions": list(settings.fractions), "seeds": list(settings.seeds),
-                                          "block": settings.block, "probe_c": settings.probe_c},
-                     "window": window, "report": str(report_dir)},
+                                          "block": settings.block, "probe_c": settings.probe_c,
+                                          "calibration": "each animal's first trial, not scored"},
+                     "window": next(iter(sets.values())).window, "report": str(report_dir)},
     })
     write_json_atomic(out, payload)
-    table = markdown_tables(summaries, chance, title=f"Trainer benchmark ({args.preset} preset: "
-                            f"{dataset['animals']} animals, {dataset['trials']} trials, {dataset['frames']} frames; "
-                            f"training config {train_config})")
+    table = markdown_tables(summaries, chance, seed_sd=seed_sd, title=(
+        f"Trainer benchmark ({args.preset} preset: {dataset['animals']} animals, {dataset['trials']} trials, "
+        f"{dataset['frames']} frames; training config {train_config}; training seeds {seeds})"))
     thr = "\n".join(
         f"| {m} | {throughput[m]:.0f} | {epoch_s[m]:.1f} |" if throughput.get(m) and epoch_s.get(m) else
         f"| {m} | {throughput[m]:.0f} (frames/s) | – |" if throughput.get(m) else f"| {m} | – | – |"
-        for m in summaries
+        for m in methods
     )
-    table += f"\n**Training throughput**\n\n| Method | windows/s | s/epoch |\n|---|---|---|\n{thr}\n"
-    table += "\n" + standardisation_table(summaries, standardised_summaries)
+    table += f"\n**Training throughput** (mean over training seeds)\n\n| Method | windows/s | s/epoch |\n|---|---|---|\n{thr}\n"
+    first_summaries = {m: per_seed[m][0].summary()["accuracy"] for m in methods}
+    table += "\n" + standardisation_table(first_summaries, standardised_summaries)
     table += f"\nWhole run: {timings['total_s'] / 60:.1f} min. Command: `{meta['command']}`\n"
     write_text_atomic(out.with_suffix(".md"), table)
     print(table)
     print(f"results: {out}  table: {out.with_suffix('.md')}  report: {report_dir}")
     return 0
+
+
+@dataclass
+class _Trained:
+    seconds: float
+    throughput: float | None
+    epoch_s: float | None
+    encoders: dict[int, Any]  # training seed -> encoder (eval mode, its checkpoint's calibration)
+
+
+def _train_entries(args: argparse.Namespace, data: Path, work: Path, train_config: str, seeds: list[int],
+                   progress: bool) -> dict[str, _Trained]:
+    """Train (or with --reuse load) every selected trained entry once per training seed."""
+    from statistics import mean
+
+    from trainer.config import load_config
+    from trainer.evaluation.embed import load_encoder
+    from trainer.train import CHECKPOINT, train
+
+    out: dict[str, _Trained] = {}
+    for name in [m for m in TRAINED_METHODS if m in args.methods]:
+        method, entry_overrides = TRAINED[name]
+        t0 = time.perf_counter()
+        encoders, throughputs, epochs = {}, [], []
+        for seed in seeds:
+            # Pooled frames are cached once in the work folder and shared by every run.
+            cfg = load_config(train_config, [f"method={method}", f"seed={seed}",
+                                            f"progress={'true' if progress else 'false'}",
+                                            f"data.cache_dir={work / 'cache'}", *entry_overrides, *args.overrides])
+            run_dir = work / name / f"seed{seed}"
+            if not (args.reuse and (run_dir / CHECKPOINT).is_file()):
+                log.info("training", entry=name, method=method, seed=seed, out=str(run_dir))
+                train(cfg, data, run_dir)
+            else:
+                log.info("reusing checkpoint", entry=name, seed=seed, path=str(run_dir / CHECKPOINT))
+            encoder, ckpt = load_encoder(run_dir / CHECKPOINT)  # as evaluated later: weights and calibration
+            metrics = ckpt.get("metrics", {})
+            encoders[seed] = encoder
+            if metrics.get("train_throughput_windows_per_s"):
+                throughputs.append(metrics["train_throughput_windows_per_s"])
+                epochs.append(metrics["epoch_time_s"])
+        out[name] = _Trained(time.perf_counter() - t0, mean(throughputs) if throughputs else None,
+                             mean(epochs) if epochs else None, encoders)
+    return out
+
+
+def _window_sets(args: argparse.Namespace, data: Path, trained: dict[str, _Trained], seeds: list[int],
+                 train_config: str, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every method's window set (trained entries and CEBRA once per seed, as `name@seedK`)."""
+    from trainer.config import load_config
+    from trainer.evaluation.baselines import raw_linear_aligned_windows, raw_linear_windows
+    from trainer.evaluation.embed import encoders_windows, load_tables
+
+    sets: dict[str, Any] = {}
+    encoders = {seeded_name(m, k): enc for m, t in trained.items() for k, enc in t.encoders.items()}
+    if encoders:
+        sets.update(encoders_windows(encoders, data, progress=progress))
+    window = next((e.window for e in encoders.values()), None) or load_config(train_config).model.window
+    info: dict[str, Any] = {}
+    if {"raw_linear", "raw_linear_aligned", *CEBRA_ENTRIES} & set(args.methods):
+        tables = load_tables(data, progress=progress)
+        if "raw_linear" in args.methods:
+            sets["raw_linear"] = raw_linear_windows(tables, window)
+        if "raw_linear_aligned" in args.methods:
+            sets["raw_linear_aligned"] = raw_linear_aligned_windows(tables, window)
+        info.update(_cebra_sets(args, tables, window, seeds, sets, progress))
+    return sets, info
+
+
+def _cebra_sets(args: argparse.Namespace, tables: list[Any], window: int, seeds: list[int], sets: dict[str, Any],
+                progress: bool) -> dict[str, Any]:
+    """The selected CEBRA entries, once per training seed, into `sets`; entries that differ only
+    in how the embedding is read (causal or not) share one fit. Returns their report facts."""
+    from trainer.evaluation.baselines import CEBRA_CONFIGS, causal_shift, cebra_embeddings, cebra_readout
+
+    wanted = [m for m in CEBRA_ENTRIES if m in args.methods]
+    fits: dict[Any, list[str]] = {}
+    for name in wanted:
+        cs = replace(CEBRA_CONFIGS[name], causal=True)
+        if args.cebra_iterations is not None:
+            cs = replace(cs, max_iterations=args.cebra_iterations)
+        fits.setdefault(cs, []).append(name)
+    info: dict[str, Any] = {}
+    for cs, names in fits.items():
+        runs = {}
+        for seed in seeds:
+            per_frame, runs[seed] = cebra_embeddings(tables, cs, seed=seed, progress=progress)
+            for name in names:
+                shift = causal_shift(cs) if CEBRA_CONFIGS[name].causal else 0
+                sets[seeded_name(name, seed)] = cebra_readout(tables, per_frame, window, shift)
+        for name in names:
+            info[name] = {"settings": {**runs[seeds[0]]["settings"], "causal": CEBRA_CONFIGS[name].causal},
+                          "causal_shift_frames": causal_shift(cs) if CEBRA_CONFIGS[name].causal else 0,
+                          "fit_s": {k: r["fit_s"] for k, r in runs.items()}, "shares_fit_with": names,
+                          "train_samples_per_s": sum(r["train_samples_per_s"] for r in runs.values()) / len(runs)}
+    return info

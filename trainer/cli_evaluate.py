@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
@@ -28,13 +29,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.5, 1.0], help="label fractions")
     parser.add_argument("--block", type=int, default=32, help="windows per label block when subsampling labels")
     parser.add_argument("--projection", choices=["pca", "tsne"], default="tsne", help="2-D projection for the embedding figure")
-    parser.add_argument("--cebra-iterations", type=int, default=None, help="CEBRA training iterations (default: CebraSettings)")
+    parser.add_argument("--cebra-iterations", type=int, default=None, help="CEBRA training iterations (default: the tuned peer's, CEBRA_CONFIGS['cebra'])")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     from trainer.data.recording import RecordingError
-    from trainer.evaluation.baselines import CebraSettings, cebra_windows, raw_linear_aligned_windows, raw_linear_windows
+    from trainer.evaluation.baselines import CEBRA_CONFIGS, cebra_windows, raw_linear_aligned_windows, raw_linear_windows
     from trainer.evaluation.embed import encoder_windows, load_encoder, load_tables
     from trainer.evaluation.suite import ProtocolSettings, evaluate_sets, write_reports
     from trainer.evaluation.windows import EvaluationError
@@ -56,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
             if "raw_linear_aligned" in args.baselines:
                 sets["raw_linear_aligned"] = raw_linear_aligned_windows(tables, model.window)
             if "cebra" in args.baselines:
-                cs = CebraSettings() if args.cebra_iterations is None else CebraSettings(max_iterations=args.cebra_iterations)
+                cs = CEBRA_CONFIGS["cebra"]
+                if args.cebra_iterations is not None:
+                    cs = replace(cs, max_iterations=args.cebra_iterations)
                 sets["cebra"], extra["cebra"] = cebra_windows(tables, model.window, cs, progress=progress)
         results = evaluate_sets(sets, settings, progress=progress)
         meta = {

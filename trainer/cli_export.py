@@ -22,6 +22,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--animal", default=None,
                         help="session-calibrated encoders: decode this training animal with its stored calibration")
     parser.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    parser.add_argument("--accept-calibration", action="store_true",
+                        help="export even when the new animal's calibration looks unreliable (its fit at the edge "
+                        "of the search range, or a registration score far below the training animals')")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         bundle = export_checkpoint(
             args.checkpoint, args.out, overwrite=args.force, progress=not args.no_progress and sys.stderr.isatty(),
-            calibration_trials=args.calibrate, animal=args.animal,
+            calibration_trials=args.calibrate, animal=args.animal, accept_calibration=args.accept_calibration,
         )
     except (ExportError, BundleError) as exc:
         log.error("export failed", error=str(exc))

@@ -3,7 +3,7 @@
     cfg = load_config("tiny", overrides=["optim.epochs=2", "method=simclr"])
 
 A TOML file has the same layout as `TrainConfig` (top-level keys, then tables `[model]`,
-`[optim]`, `[swap]`, `[adversary]`, `[mmd]`, `[augment.neural]`, `[augment.pose]`, `[data]`); it may start from a
+`[optim]`, `[swap]`, `[cross_animal]`, `[adversary]`, `[mmd]`, `[augment.neural]`, `[augment.pose]`, `[data]`); it may start from a
 preset with `preset = "bench"`. Unknown keys and values of the wrong type are refused with an
 error naming the key.
 """
@@ -38,6 +38,12 @@ class ModelConfig(_Section):
     downsample: int = Field(0, ge=0, description="average-pool factor; 0 = automatic from pooled_size")
     normalise: Literal["frame", "log", "session"] = Field(
         "session", description="session = align each animal to a template, subtract its per-pixel log baseline (trainer/calibration.py)")
+    animal_norm: Literal["none", "features", "embedding", "both"] = Field(
+        "embedding", description="standardise per-frame features and/or centre the embedding with the animal's own statistics "
+        "(batch statistics in training, the calibration recording's when serving); needs normalise = 'session'")
+    centre_in_training: bool = Field(
+        False, description="centre the embedding per animal with batch statistics during training too (else it is "
+        "centred only after training: the action head and the exported graph use each animal's calibration mean)")
     channels: list[int] = [16, 32, 64]
     features: int = Field(64, ge=1)
     temporal_channels: int = Field(64, ge=1)
@@ -66,6 +72,15 @@ class SwapConfig(_Section):
     history: int = Field(8, ge=1, description="neural frames of pose history compared (calcium integrates ~1 s); 1 = the frame alone")
     history_samples: int = Field(4, ge=1, description="times sampled evenly over that history")
     remove_animal_mean: bool = True
+
+
+class CrossAnimalConfig(_Section):
+    """CEBRA-style cross-animal positives within the neural modality: each window is also paired
+    with the window of another animal whose middle frame matches its pose history (the swap
+    index's neighbours), and an extra InfoNCE term between the two neural embeddings (through
+    the neural projection) pulls animals together at the same behaviour. Contrastive methods."""
+
+    weight: float = Field(0.0, ge=0, description="weight of the neural-neural InfoNCE term; 0 = off")
 
 
 class AdversaryConfig(_Section):
@@ -134,6 +149,7 @@ class TrainConfig(_Section):
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     swap: SwapConfig = SwapConfig()
+    cross_animal: CrossAnimalConfig = CrossAnimalConfig()
     adversary: AdversaryConfig = AdversaryConfig()
     mmd: MmdConfig = MmdConfig()
     augment: AugmentConfig = AugmentConfig()
@@ -141,6 +157,9 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
+        if self.model.animal_norm != "none" and self.model.normalise != "session":
+            raise ValueError("model.animal_norm needs model.normalise = 'session' (its statistics belong to the "
+                             "session calibration); set model.animal_norm = 'none' for other normalisations")
         overlap = set(self.data.animals) & set(self.data.exclude_animals)
         if overlap:
             raise ValueError(f"animals {sorted(overlap)} are both selected and excluded")

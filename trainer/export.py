@@ -498,13 +498,15 @@ def load_checkpoint(path: Path | str) -> dict[str, Any]:
 
 def export_checkpoint(
     checkpoint: Path | str, out_dir: Path | str, *, overwrite: bool = False, progress: bool = False,
-    calibration_trials: Sequence[Path | str] = (), animal: str | None = None,
+    calibration_trials: Sequence[Path | str] = (), animal: str | None = None, accept_calibration: bool = False,
 ) -> Bundle:
     """Rebuild the encoder from a checkpoint, load its weights, and export it with its head.
 
     An encoder with session normalisation decodes one animal: give `calibration_trials` (a
     recording of that animal, no labels needed; its field of view is aligned to the checkpoint's
-    template and its pixel baseline measured) or `animal` (one the checkpoint trained on)."""
+    template and its pixel baseline measured) or `animal` (one the checkpoint trained on). A new
+    animal's calibration that looks unreliable (`trainer.calibration.calibration_quality`) is
+    refused unless `accept_calibration`; the bundle records its quality either way."""
     from trainer.models import build_model
 
     ckpt = load_checkpoint(checkpoint)
@@ -522,7 +524,7 @@ def export_checkpoint(
             f"checkpoint {checkpoint}: window/frame_shape {ckpt['window']}/{list(ckpt['frame_shape'])} "
             f"disagree with the rebuilt model's {window}/{list(frame_shape)}"
         )
-    calibration = _session_calibration(model, ckpt, checkpoint, calibration_trials, animal)
+    calibration = _session_calibration(model, ckpt, checkpoint, calibration_trials, animal, accept_calibration)
     provenance = {
         **({"session_calibration": calibration} if calibration else {}),
         "source_checkpoint": str(Path(checkpoint).expanduser().resolve()),
@@ -551,10 +553,11 @@ def export_checkpoint(
 
 
 def _session_calibration(model: nn.Module, ckpt: Mapping[str, Any], checkpoint: Path | str,
-                         trials: Sequence[Path | str], animal: str | None) -> dict[str, Any] | None:
+                         trials: Sequence[Path | str], animal: str | None,
+                         accept: bool = False) -> dict[str, Any] | None:
     """Install the calibration of the animal to decode in a session-normalised encoder; returns
     what the bundle records about it (None for other encoders)."""
-    from trainer.calibration import CalibrationSet, calibrate, pooled_frames_of_trials
+    from trainer.calibration import CalibrationSet, calibrate_encoder, calibration_quality, pooled_frames_of_trials
 
     session = model.frame_encoder.session  # type: ignore[union-attr]
     if session is None:
@@ -579,11 +582,20 @@ def _session_calibration(model: nn.Module, ckpt: Mapping[str, Any], checkpoint: 
         paths = [Path(p) for p in trials]
         try:
             name, pooled = pooled_frames_of_trials(paths, model.frame_encoder)  # type: ignore[union-attr]
-            cal = calibrate(pooled, stored.template)
+            cal = calibrate_encoder(model, pooled, stored.template)
         except (ValueError, OSError) as exc:
             raise ExportError(f"calibration recording: {exc}") from None
-        source = {"animal": name, "from": [str(p) for p in paths]}
-    session.set_calibration(cal)
+        quality = calibration_quality(cal, stored)
+        source = {"animal": name, "from": [str(p) for p in paths], "quality": quality}
+        if quality["warnings"]:
+            if not accept:
+                raise ExportError("calibration of " + name + " looks unreliable: " + "; ".join(quality["warnings"]) +
+                                  " (check the recording, or export anyway with --accept-calibration)")
+            log.warning("calibration accepted despite warnings", animal=name, warnings=quality["warnings"])
+    try:
+        model.set_calibration(cal)  # type: ignore[operator]
+    except ValueError as exc:
+        raise ExportError(f"checkpoint {checkpoint}: {exc}") from None
     return {**source, **cal.summary()}
 
 

@@ -61,6 +61,12 @@ class FrameTable:
     template: np.ndarray | None = None
     calibrations: dict[str, SessionCalibration] = field(default_factory=dict)
     pixel_mean: np.ndarray | None = None
+    # Per-animal normalisation, measured after training (`trainer.train.measure_animal_statistics`):
+    # feature statistics (A, F) and embedding statistics (A, D) of every animal.
+    feature_mean: np.ndarray | None = None
+    feature_std: np.ndarray | None = None
+    embedding_mean: np.ndarray | None = None
+    embedding_std: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -92,6 +98,14 @@ class FrameTable:
             return None
         return torch.from_numpy(self.pixel_mean)[torch.from_numpy(self.animal[np.asarray(frames)])]
 
+    def frame_feature_statistics(self, frames: np.ndarray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Feature mean and std (..., F) of each frame's animal; (None, None) before they are measured."""
+        return _of_animals(self.animal[np.asarray(frames)], self.feature_mean, self.feature_std)
+
+    def window_embedding_statistics(self, starts: np.ndarray) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Embedding mean and std (M, D) of each window's animal; (None, None) before they are measured."""
+        return _of_animals(self.animal[np.asarray(starts)], self.embedding_mean, self.embedding_std)
+
     def summary(self) -> dict[str, object]:
         return {
             "animals": len(self.animals), "trials": len(self.trial_keys), "frames": self.n_frames,
@@ -99,6 +113,14 @@ class FrameTable:
             "frame_shape": list(self.frame_shape), "pooled_shape": list(self.pooled.shape[1:]),
             "frame_rate_hz": self.frame_rate_hz, "window": self.window, "pose_steps": self.pose_steps,
         }
+
+
+def _of_animals(animals: np.ndarray, mean: np.ndarray | None,
+                std: np.ndarray | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if mean is None or std is None:
+        return None, None
+    idx = torch.from_numpy(animals)
+    return torch.from_numpy(mean)[idx], torch.from_numpy(std)[idx]
 
 
 def dataset_fingerprint(paths: Sequence[Path]) -> str:

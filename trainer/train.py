@@ -39,7 +39,13 @@ from trainer.augment.neural import NeuralAugmenter
 from trainer.augment.pose import PoseAugmenter
 from trainer.config import TrainConfig
 from trainer.data.recording import list_trials, open_trial
-from trainer.frametable import FrameTable, build_frame_table, calibrate_table, dataset_fingerprint, select_trials
+from trainer.frametable import (
+    FrameTable,
+    build_frame_table,
+    calibrate_table,
+    dataset_fingerprint,
+    select_trials,
+)
 from trainer.losses import animal_mmd, info_nce, nt_xent, pose_regression_loss
 from trainer.models import NeuralEncoder, build_model
 from trainer.probe import LinearProbe
@@ -96,6 +102,8 @@ class Objective(nn.Module):
         d, p = cfg.model.embedding_dim, cfg.model.projection_dim
         self.adversary_weight = cfg.adversary.weight
         self.mmd_weight = cfg.mmd.weight
+        self.centre_in_training = cfg.model.centre_in_training
+        self.cross_animal_weight = cfg.cross_animal.weight
         if self.method == "ours_adversarial":
             self.animal_classifier = nn.Sequential(nn.Linear(d, cfg.adversary.hidden), nn.ReLU(),
                                                    nn.Linear(cfg.adversary.hidden, animals))
@@ -110,19 +118,41 @@ class Objective(nn.Module):
         else:  # config validation makes this unreachable; kept as a guard
             raise TrainingError(f"unknown method {self.method!r}")
 
+    def embed(self, neural: Tensor, baseline: Tensor | None, animals: Tensor | None) -> Tensor:
+        """Pooled windows -> embeddings, with the per-animal normalisation's batch statistics:
+        every frame's animal for the features; for the embedding each window's (a swapped
+        window: the animal most of its frames are from), unless it is centred only after training."""
+        frame_animals = animals if self.encoder.frame_encoder.animal_norm is not None else None
+        window_animals = None
+        if self.encoder.temporal.animal_norm is not None and self.centre_in_training and animals is not None:
+            window_animals = torch.mode(animals, dim=1).values
+        return self.encoder.forward_pooled(neural, baseline, frame_animals, window_animals)
+
     def forward(self, neural: Tensor, other: Tensor, baseline: Tensor | None = None,
-                animals: Tensor | None = None) -> Tensor:
+                animals: Tensor | None = None, matched: tuple[Tensor, Tensor | None, Tensor | None] | None = None) -> Tensor:
         """neural: pooled windows (B, W, h, w); other: pose windows (B, T, J, 3), or for simclr a
         second augmented view of the neural windows; baseline: each neural frame's session
         calibration (B, W, h, w), for encoders with session normalisation; animals: each neural
         frame's animal (B, W), for the methods that penalise identity."""
-        emb = self.encoder.forward_pooled(neural, baseline)
+        # per-animal normalisation with batch statistics: every frame's animal for the features;
+        # for the embedding each window's (a swapped window: the animal most of its frames are
+        # from), unless the embedding is centred only after training
+        frame_animals = animals if self.encoder.frame_encoder.animal_norm is not None else None
+        window_animals = None
+        if self.encoder.temporal.animal_norm is not None and self.centre_in_training and animals is not None:
+            window_animals = torch.mode(animals, dim=1).values
+        emb = self.encoder.forward_pooled(neural, baseline, frame_animals, window_animals)
         if self.method == "simclr":
-            both = self.proj_neural(torch.cat([emb, self.encoder.forward_pooled(other, baseline)]))
+            second = self.encoder.forward_pooled(other, baseline, frame_animals, window_animals)
+            both = self.proj_neural(torch.cat([emb, second]))
             return nt_xent(both[: len(emb)], both[len(emb) :], self.temperature)
         if self.method == "regression":
             return pose_regression_loss(self.regressor(emb), other)
-        loss = info_nce(self.proj_neural(emb), self.proj_pose(self.pose_encoder(other)), self.temperature)
+        z_neural = self.proj_neural(emb)
+        loss = info_nce(z_neural, self.proj_pose(self.pose_encoder(other)), self.temperature)
+        if matched is not None and self.cross_animal_weight > 0:
+            z_matched = self.proj_neural(self.embed(*matched))
+            loss = loss + self.cross_animal_weight * info_nce(z_neural, z_matched, self.temperature)
         if self.method not in ANIMAL_AWARE_METHODS:
             return loss
         if animals is None:
@@ -136,38 +166,50 @@ class Objective(nn.Module):
 
 
 class BatchMaker:
-    """Window starts -> (neural, other, baseline, animals) tensors for the method: swap, gather,
-    augment; baseline is the swapped frames' own session calibration (None without calibration),
-    animals their animal indices (B, W) for the methods that use them (None otherwise)."""
+    """Window starts -> (neural, other, baseline, animals, matched) tensors for the method: swap,
+    gather, augment; baseline is the swapped frames' own session calibration (None without
+    calibration), animals their animal indices (B, W) for the methods that use them (None
+    otherwise), matched the cross-animal positives (neural, baseline, animals) when
+    `cross_animal.weight` > 0 (else None)."""
 
     def __init__(self, cfg: TrainConfig, table: FrameTable, encoder: NeuralEncoder,
-                 swap_index: SwapIndex | None) -> None:
+                 swap_index: SwapIndex | None, match_index: SwapIndex | None = None) -> None:
         self.cfg = cfg
         self.table = table
         self.swap_index = swap_index
+        self.match_index = match_index
         factor = encoder.frame_encoder.downsample.factor
         aug = cfg.augment
         self.neural_aug = NeuralAugmenter(aug.neural.params(), table.frame_rate_hz, factor) if aug.enabled else None
         self.pose_aug = PoseAugmenter(aug.pose.params()) if aug.enabled else None
+        self.needs_animals = cfg.method in ANIMAL_AWARE_METHODS or encoder.normalises_per_animal
 
-    def __call__(self, starts: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def __call__(self, starts: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Any]:
         frames = self.table.window_frames(starts)
+        matched = None
+        if self.match_index is not None:
+            # the whole window from another animal, centred on the pose-history match of its middle frame
+            other = self.match_index.sample_runs(frames, 1.0, gen, self.cfg.swap.temperature)
+            m_neural, _ = self.table.gather(other)
+            if self.neural_aug is not None:
+                m_neural = self.neural_aug(m_neural, gen)
+            matched = (m_neural, self.table.frame_baselines(other), torch.from_numpy(self.table.animal[other.numpy()]))
         if self.swap_index is not None:
             swap = self.swap_index.sample_runs if self.cfg.swap.mode == "run" else self.swap_index.sample
             frames = swap(frames, self.cfg.swap.probability, gen, self.cfg.swap.temperature)
         neural, pose = self.table.gather(frames)
         baseline = self.table.frame_baselines(frames)
         method = self.cfg.method
-        animals = torch.from_numpy(self.table.animal[frames.numpy()]) if method in ANIMAL_AWARE_METHODS else None
+        animals = torch.from_numpy(self.table.animal[frames.numpy()]) if self.needs_animals else None
         if method == "simclr":
             if self.neural_aug is None:
-                return neural, neural.clone(), baseline, animals
-            return self.neural_aug(neural, gen), self.neural_aug(neural, gen), baseline, animals
+                return neural, neural.clone(), baseline, animals, None
+            return self.neural_aug(neural, gen), self.neural_aug(neural, gen), baseline, animals, None
         if self.neural_aug is not None:
             neural = self.neural_aug(neural, gen)
         if method != "regression" and self.pose_aug is not None:
             pose = self.pose_aug(pose, gen)
-        return neural, pose, baseline, animals
+        return neural, pose, baseline, animals, matched
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +260,7 @@ def build_encoder(cfg: TrainConfig, frame_shape: tuple[int, int]) -> NeuralEncod
         m.name, frame_shape=list(frame_shape), window=m.window, pooled_size=m.pooled_size,
         downsample=m.downsample or None, normalise=m.normalise, channels=m.channels,
         features=m.features, temporal_channels=m.temporal_channels, embedding_dim=m.embedding_dim,
+        animal_norm=m.animal_norm,
     )
     if not isinstance(model, NeuralEncoder):
         raise TrainingError(f"model {m.name!r} is not a NeuralEncoder")
@@ -253,30 +296,82 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 @torch.no_grad()
+def frame_features(encoder: NeuralEncoder, table: FrameTable, frames: np.ndarray, device: torch.device,
+                   batch: int = 1024, raw: bool = False) -> Tensor:
+    """Per-frame features (N, F) of table frames, frozen encoder in eval mode, each frame with its
+    own animal's calibration (`raw`: before the per-animal feature normalisation)."""
+    frame_encoder = encoder.eval().frame_encoder
+    out = []
+    for i in range(0, len(frames), batch):
+        part = frames[i : i + batch]
+        x = torch.from_numpy(np.ascontiguousarray(table.pooled[part])).to(device).unsqueeze(1)
+        baseline = table.frame_baselines(part)
+        if baseline is not None:
+            baseline = baseline.unsqueeze(1).to(device)
+        if raw or frame_encoder.animal_norm is None:
+            out.append(frame_encoder.raw_features(x, baseline))
+            continue
+        mean, std = table.frame_feature_statistics(part)
+        if mean is None or std is None:
+            raise TrainingError("per-animal feature statistics are not measured yet (measure_animal_statistics)")
+        out.append(frame_encoder.encode_pooled(x, baseline, feature_mean=mean.to(device), feature_std=std.to(device)))
+    return torch.cat(out)
+
+
+@torch.no_grad()
 def embed_windows(encoder: NeuralEncoder, table: FrameTable, starts: np.ndarray,
-                  device: torch.device, batch: int = 1024) -> np.ndarray:
-    """Embeddings (M, D) of the windows starting at `starts`, frozen encoder in eval mode.
-    Each frame is encoded once, then the temporal part runs over the windows (the same
-    streaming split the daemon uses; identical to `forward` in eval mode)."""
+                  device: torch.device, batch: int = 1024, raw: bool = False) -> np.ndarray:
+    """Embeddings (M, D) of the windows starting at `starts`, frozen encoder in eval mode, with
+    each animal's normalisation statistics (`raw`: the embedding before its per-animal
+    normalisation). Each frame is encoded once, then the temporal part runs over the windows
+    (the same streaming split the daemon uses; identical to `forward` in eval mode)."""
     encoder = encoder.eval()
     needed = np.unique((starts[:, None] + np.arange(table.window)).ravel())
     position = np.full(table.n_frames, -1, dtype=np.int64)
     position[needed] = np.arange(len(needed))
-    feats = []
-    for i in range(0, len(needed), batch):
-        part = needed[i : i + batch]
-        x = torch.from_numpy(np.ascontiguousarray(table.pooled[part])).to(device)
-        baseline = table.frame_baselines(part)
-        if baseline is not None:
-            baseline = baseline.unsqueeze(1).to(device)
-        feats.append(encoder.frame_encoder.encode_pooled(x.unsqueeze(1), baseline))
-    all_feats = torch.cat(feats)
+    all_feats = frame_features(encoder, table, needed, device, batch)
     out = []
     for i in range(0, len(starts), batch):
         s = starts[i : i + batch]
         idx = torch.from_numpy(position[s[:, None] + np.arange(table.window)]).to(device)
-        out.append(encoder.temporal(all_feats[idx]).cpu())
+        if raw or encoder.temporal.animal_norm is None:
+            out.append(encoder.temporal.raw_embedding(all_feats[idx]).cpu())
+            continue
+        mean, std = table.window_embedding_statistics(s)
+        if mean is None or std is None:
+            raise TrainingError("per-animal embedding statistics are not measured yet (measure_animal_statistics)")
+        out.append(encoder.temporal(all_feats[idx], mean=mean.to(device), std=std.to(device)).cpu())
     return torch.cat(out).numpy()
+
+
+def measure_animal_statistics(encoder: NeuralEncoder, table: FrameTable, device: torch.device) -> None:
+    """After training: every training animal's statistics for the per-animal normalisation (its
+    features over its frames, then its embedding over its windows, at most `MAX_FRAMES` of each
+    spread evenly), into the table and into the animal's calibration (the checkpoint keeps them)."""
+    from dataclasses import replace
+
+    from trainer.alignment import evenly_spaced
+    from trainer.calibration import standardisation
+
+    frame_encoder, temporal = encoder.frame_encoder, encoder.temporal
+    stats: dict[str, dict[str, np.ndarray]] = {name: {} for name in table.animals}
+    if frame_encoder.animal_norm is not None:
+        for a, name in enumerate(table.animals):
+            idx = np.flatnonzero(table.animal == a)
+            feats = frame_features(encoder, table, idx[evenly_spaced(len(idx))], device, raw=True)
+            stats[name]["feature_mean"], stats[name]["feature_std"] = standardisation(feats.cpu(), frame_encoder.animal_norm.eps)
+        table.feature_mean = np.stack([stats[n]["feature_mean"] for n in table.animals])
+        table.feature_std = np.stack([stats[n]["feature_std"] for n in table.animals])
+    if temporal.animal_norm is not None:
+        for a, name in enumerate(table.animals):
+            starts = table.starts[table.animal[table.starts] == a]
+            emb = embed_windows(encoder, table, starts[evenly_spaced(len(starts))], device, raw=True)
+            stats[name]["embedding_mean"], stats[name]["embedding_std"] = standardisation(
+                torch.from_numpy(emb), temporal.animal_norm.eps)
+        table.embedding_mean = np.stack([stats[n]["embedding_mean"] for n in table.animals])
+        table.embedding_std = np.stack([stats[n]["embedding_std"] for n in table.animals])
+    for name in table.animals:
+        table.calibrations[name] = replace(table.calibrations[name], **stats[name])
 
 
 def fit_head(encoder: NeuralEncoder, table: FrameTable, device: torch.device, c: float) -> tuple[LinearProbe, float]:
@@ -324,14 +419,20 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.
                             "use method=contrastive_noswap for one animal")
     fingerprint = dataset_fingerprint(paths)
     t0 = time.perf_counter()
-    swap_index = build_swap_index(cfg, table) if cfg.method in SWAPPING_METHODS and cfg.swap.probability > 0 else None
+    swapping = cfg.method in SWAPPING_METHODS and cfg.swap.probability > 0
+    cross_animal = cfg.method in CONTRASTIVE_METHODS and cfg.cross_animal.weight > 0
+    if cross_animal and len(table.animals) < 2:
+        raise TrainingError("cross_animal.weight > 0 pairs windows of different animals and needs at least 2 "
+                            "training animals")
+    index = build_swap_index(cfg, table) if swapping or cross_animal else None
+    swap_index = index if swapping else None
     swap_build_s = time.perf_counter() - t0
     log.info("training set", method=cfg.method, **table.summary(), swap_index_s=round(swap_build_s, 2),
              rank=dd.rank, world=dd.world, device=str(device))
 
     objective = Objective(cfg, encoder, len(table.joint_names), table.window * table.pose_steps,
                           len(table.animals)).to(device)
-    make_batch = BatchMaker(cfg, table, encoder, swap_index)
+    make_batch = BatchMaker(cfg, table, encoder, swap_index, index if cross_animal else None)
     batch = cfg.optim.batch_size
     steps = cfg.optim.steps_per_epoch or max(1, table.n_windows // (batch * dd.world))
     total_steps = steps * cfg.optim.epochs
@@ -362,12 +463,15 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.
             pos = (step * dd.world + dd.rank) * batch
             idx = torch.arange(pos, pos + batch) % table.n_windows  # wraps when steps exceed one pass
             starts = torch.from_numpy(table.starts)[order[idx]]
-            neural, other, baseline, animals = make_batch(starts, gen)
+            neural, other, baseline, animals, matched = make_batch(starts, gen)
             if baseline is not None:
                 baseline = baseline.to(device, non_blocking=True)
             if animals is not None:
                 animals = animals.to(device, non_blocking=True)
-            loss = model(neural.to(device, non_blocking=True), other.to(device, non_blocking=True), baseline, animals)
+            if matched is not None:
+                matched = tuple(None if t is None else t.to(device, non_blocking=True) for t in matched)
+            loss = model(neural.to(device, non_blocking=True), other.to(device, non_blocking=True), baseline, animals,
+                         matched)
             if not torch.isfinite(loss):
                 raise TrainingError(f"loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
                                     f"lower optim.lr (now {cfg.optim.lr})")
@@ -428,6 +532,8 @@ def _finish(cfg: TrainConfig, table: FrameTable, encoder: NeuralEncoder, device:
             history: list[dict[str, float]], fingerprint: str, out: Path, dd: Dist,
             swap_build_s: float) -> TrainResult:
     t0 = time.perf_counter()
+    if encoder.normalises_per_animal:
+        measure_animal_statistics(encoder, table, device)
     probe, head_acc = fit_head(encoder, table, device, cfg.probe_c)
     head = probe.head()
     metrics: dict[str, Any] = {

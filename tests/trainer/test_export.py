@@ -269,7 +269,8 @@ def test_trained_checkpoint_exports_and_serves(trainer_dataset: Path, fast_overr
     model.load_state_dict(ckpt["state_dict"])
     calibration = CalibrationSet.from_checkpoint(ckpt).animals["animal1"]
     assert not calibration.alignment.is_identity()  # the graph must carry a real alignment
-    model.frame_encoder.session.set_calibration(calibration)
+    assert calibration.embedding_mean is not None  # the default centres the embedding per animal
+    model.set_calibration(calibration)  # alignment, baseline and per-animal normalisation
     model.eval()
     backend = create_backend("onnxruntime", bundle)
     try:
@@ -330,3 +331,27 @@ def test_new_animal_is_calibrated_from_its_own_recording(
     with pytest.raises(ExportError, match="several animals"):
         export.export_checkpoint(session_checkpoint, tmp_path / "mixed",
                                  calibration_trials=[trial, trainer_dataset / "a0_t0.h5"])
+
+
+def test_an_unreliable_calibration_is_refused_unless_accepted(
+    session_checkpoint: Path, trainer_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new animal whose fit scores far below the training animals is refused by default and
+    exported with --accept-calibration; the bundle records the fit's quality either way."""
+    import trainer.calibration as calibration
+
+    trial = trainer_dataset / "a2_t1.h5"
+    good = tmp_path / "good"
+    assert cli_main(["export", "--checkpoint", str(session_checkpoint), "--out", str(good), "--calibrate", str(trial)]) == 0
+    quality = load_bundle(good).manifest.provenance.model_dump()["session_calibration"]["quality"]
+    assert quality["warnings"] == [] and 0 < quality["score"] <= 1 and len(quality["training_scores"]) == 2
+    # the same recording judged against thresholds it cannot meet
+    monkeypatch.setattr(calibration, "SCORE_MARGIN", -1.0)
+    monkeypatch.setattr(calibration, "SCORE_RATIO", 2.0)
+    with pytest.raises(ExportError, match="looks unreliable: registration score .* --accept-calibration"):
+        export.export_checkpoint(session_checkpoint, tmp_path / "refused", calibration_trials=[trial])
+    assert not (tmp_path / "refused").exists()
+    assert cli_main(["export", "--checkpoint", str(session_checkpoint), "--out", str(tmp_path / "accepted"),
+                     "--calibrate", str(trial), "--accept-calibration"]) == 0
+    recorded = load_bundle(tmp_path / "accepted").manifest.provenance.model_dump()["session_calibration"]
+    assert recorded["quality"]["warnings"] and "far below" in recorded["quality"]["warnings"][0]

@@ -4,6 +4,11 @@ A window is the ``window`` neural frames ending at frame t (t = window-1 .. T-1 
 its label is the action at frame t (`Trial.neural_labels`). Every method is evaluated on exactly
 these windows, so their scores compare.
 
+Evaluated as deployed: every animal's first trial (by file order) is its calibration recording.
+Whatever a method estimates per animal without labels (field-of-view alignment, pixel baseline,
+feature statistics, per-pixel z-scores) comes from that trial alone, and its windows are never
+scored; every other trial is scored. So an animal needs at least two trials.
+
 Frames are read trial by trial in chunks, so memory is bounded by one chunk of raw frames plus
 the per-frame outputs, never a whole dataset of raw frames.
 """
@@ -35,6 +40,7 @@ class TrialTable:
     pose: np.ndarray         # (T, J, 3) float32 pose at each neural frame's timestamp
     class_names: tuple[str, ...]
     pooled_shape: tuple[int, int]  # (h, w) of each pooled frame
+    calibration: bool = False      # the animal's calibration trial: its statistics, never scored
 
 
 def trial_key(animal: str, trial: str) -> str:
@@ -62,9 +68,29 @@ def _class_names(found: list[tuple[str, ...]], paths: list[Path]) -> tuple[str, 
     return names.pop()
 
 
+def calibration_trials(paths: list[Path]) -> dict[str, Path]:
+    """Each animal's calibration trial (its first in file order); refuses animals with one trial."""
+    by_animal: dict[str, list[Path]] = {}
+    for path in paths:
+        with open_trial(path) as trial:
+            by_animal.setdefault(trial.animal_id, []).append(path)
+    single = sorted(a for a, p in by_animal.items() if len(p) < 2)
+    if single:
+        raise EvaluationError(f"animals {single} have a single trial; evaluation calibrates each animal on one "
+                              "trial and scores its other trials, so every animal needs at least two")
+    return {animal: mine[0] for animal, mine in by_animal.items()}
+
+
+def scored(tables: list[TrialTable]) -> list[TrialTable]:
+    """The trials that are scored (all but each animal's calibration trial)."""
+    return [t for t in tables if not t.calibration]
+
+
 def load_tables(data_dir: str | Path, pooled_short_side: int = 16, progress: bool = True) -> list[TrialTable]:
-    """Read every trial of ``data_dir`` once: pooled frames, labels and pose per neural frame."""
+    """Read every trial of ``data_dir`` once: pooled frames, labels and pose per neural frame;
+    each animal's calibration trial is marked (module docstring)."""
     paths = list_trials(data_dir)
+    calibration = set(calibration_trials(paths).values())
     tables: list[TrialTable] = []
     for path in tqdm(paths, desc="read trials", unit="trial", disable=not progress):
         with open_trial(path) as trial:
@@ -75,6 +101,7 @@ def load_tables(data_dir: str | Path, pooled_short_side: int = 16, progress: boo
             tables.append(TrialTable(
                 trial_key(trial.animal_id, trial.trial_id), trial.animal_id, trial.neural_labels(),
                 pooled, trial.neural_pose(), tuple(trial.class_names), tuple(chunks[0].shape[1:]),
+                path in calibration,
             ))
     _class_names([t.class_names for t in tables], paths)
     return tables
@@ -135,14 +162,19 @@ def _encoder_windows_of_trial(model: object, frames: np.ndarray, batch: int) -> 
 def encoders_windows(
     models: Mapping[str, object], data_dir: str | Path, batch: int = 256, progress: bool = True,
 ) -> dict[str, WindowSet]:
-    """Embeddings of every window of ``data_dir`` through each `NeuralEncoder` of ``models``
-    (eval mode, CPU). Each trial is read from disk once for all models (one trial of raw frames
-    in memory at a time)."""
+    """Embeddings of every scored window of ``data_dir`` through each `NeuralEncoder` of
+    ``models`` (eval mode, CPU); session-normalised encoders are calibrated for each animal from
+    its calibration trial, whose windows are not scored. Each trial is read from disk once for
+    all models (one trial of raw frames in memory at a time)."""
     if not models:
         raise EvaluationError("no encoder to embed with")
     for model in models.values():
         model.eval()  # type: ignore[attr-defined]
     paths = list_trials(data_dir)
+    calibration = calibration_trials(paths)
+    # calibration trials first, so each animal is calibrated before its scored trials
+    first = set(calibration.values())
+    paths = [p for p in paths if p in first] + [p for p in paths if p not in first]
     feats: dict[str, list[np.ndarray]] = {name: [] for name in models}
     labels: dict[str, list[np.ndarray]] = {name: [] for name in models}
     animals: dict[str, list[str]] = {name: [] for name in models}
@@ -163,9 +195,12 @@ def encoders_windows(
             key = trial_key(trial.animal_id, trial.trial_id)
             for name, model in models.items():
                 window = int(model.window)  # type: ignore[attr-defined]
+                if path in first:
+                    _calibrate(model, trial.animal_id, frames, calibrated[name])
+                    continue
                 if trial.n_neural < window:
                     continue  # shorter than one window: no window to score
-                _install_calibration(model, trial.animal_id, frames, calibrated[name])
+                _install_calibration(model, trial.animal_id, calibrated[name])
                 emb = _encoder_windows_of_trial(model, frames, batch)
                 feats[name].append(emb)
                 labels[name].append(frame_labels[window - 1:])
@@ -184,26 +219,29 @@ def encoders_windows(
     return out
 
 
-def _install_calibration(model: object, animal: str, frames: np.ndarray, done: dict[str, object]) -> None:
-    """Session-normalised encoders decode each animal with its own calibration: the checkpoint's
-    for a training animal, else one estimated from this (its first) trial's frames, no labels."""
+def _calibrate(model: object, animal: str, frames: np.ndarray, done: dict[str, object]) -> None:
+    """Calibrate a session-normalised encoder for `animal` from its calibration trial's raw
+    frames (no labels), as `actionloop export --calibrate` does; training animals too, so no
+    animal's statistics come from a scored trial."""
     import torch
 
-    session = model.frame_encoder.session  # type: ignore[attr-defined]
-    if session is None:
+    from trainer.calibration import calibrate_encoder
+
+    frame_encoder = model.frame_encoder  # type: ignore[attr-defined]
+    if frame_encoder.session is None:
         return
-    if animal not in done:
-        calibrations = getattr(model, "calibrations", None)
-        if calibrations is None:
-            raise EvaluationError("a session-normalised encoder needs its checkpoint's calibration "
-                                  "(load it with load_encoder)")
-        pooled = None
-        if animal not in calibrations.animals:
-            with torch.inference_mode():
-                raw = torch.from_numpy(np.asarray(frames, dtype=np.float32))
-                pooled = model.frame_encoder.preprocess(raw).squeeze(1).numpy()  # type: ignore[attr-defined]
-        done[animal] = calibrations.for_animal(animal, pooled)
-    session.set_calibration(done[animal])
+    calibrations = getattr(model, "calibrations", None)
+    if calibrations is None:
+        raise EvaluationError("a session-normalised encoder needs its checkpoint's calibration "
+                              "(load it with load_encoder)")
+    with torch.inference_mode():
+        pooled = frame_encoder.preprocess(torch.from_numpy(np.asarray(frames, dtype=np.float32))).squeeze(1).numpy()
+    done[animal] = calibrate_encoder(model, pooled, calibrations.template)  # type: ignore[arg-type]
+
+
+def _install_calibration(model: object, animal: str, done: dict[str, object]) -> None:
+    if model.frame_encoder.session is not None:  # type: ignore[attr-defined]
+        model.set_calibration(done[animal])  # type: ignore[attr-defined]
 
 
 def encoder_windows(model: object, data_dir: str | Path, batch: int = 256, progress: bool = True) -> WindowSet:

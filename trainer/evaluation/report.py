@@ -18,15 +18,22 @@ from typing import Any
 from trainer.evaluation.protocol import PROTOCOLS
 
 # Row order of the tables; other method names follow in the order given.
-METHOD_ORDER = ("raw_linear", "raw_linear_aligned", "simclr", "regression", "contrastive_noswap", "cebra", "ours", "ours_adversarial", "ours_mmd")
+METHOD_ORDER = ("raw_linear", "raw_linear_aligned", "simclr", "regression", "cebra_old", "cebra_noncausal", "cebra",
+                "contrastive_noswap_no_animal_norm",
+                "ours_no_animal_norm", "ours_no_augment", "contrastive_noswap", "ours", "ours_adversarial", "ours_mmd")
 METHOD_TITLES = {
     "raw_linear": "Linear on raw frames",
     "raw_linear_aligned": "Linear on raw frames, session-calibrated",
     "simclr": "SimCLR (neural only)",
     "regression": "Regression to pose",
     "contrastive_noswap": "Pose-guided contrastive, no swapping",
-    "cebra": "CEBRA (multi-session, pose)",
-    "ours": "Pose-guided contrastive + swapping (ours)",
+    "contrastive_noswap_no_animal_norm": "Pose-guided contrastive, no swapping, no per-animal normalisation",
+    "ours_no_animal_norm": "Ours without per-animal normalisation",
+    "ours_no_augment": "Ours without augmentations",
+    "cebra": "CEBRA (multi-session, pose), tuned, causal",
+    "cebra_old": "CEBRA, earlier configuration (causal)",
+    "cebra_noncausal": "CEBRA tuned, non-causal (sees 4 later frames; reference only)",
+    "ours": "Pose-guided contrastive + swapping + per-animal normalisation (ours)",
     "ours_adversarial": "Ours + gradient-reversal animal adversary",
     "ours_mmd": "Ours + MMD between animals",
 }
@@ -70,16 +77,43 @@ def ordered_methods(methods: Sequence[str]) -> list[str]:
     return known + [m for m in methods if m not in METHOD_ORDER]
 
 
-def _cell(summary: Summary, protocol: str, fraction: str, bold: bool = False) -> str:
+def seed_statistics(per_seed: Mapping[str, Sequence[Summary]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per method, summaries of several training seeds -> (summary of their means: "mean" = mean
+    over seeds, "std" = mean over seeds of the spread over held-out units; seed_sd[protocol]
+    [method][fraction] = sample standard deviation over seeds, 0 for a single seed)."""
+    import numpy as np
+
+    summaries: dict[str, Any] = {}
+    seed_sd: dict[str, Any] = {proto: {} for proto in PROTOCOLS}
+    for method, runs in per_seed.items():
+        out: dict[str, Any] = {}
+        for proto in PROTOCOLS:
+            for frac in runs[0].get(proto, {}):
+                means = np.array([r[proto][frac]["mean"] for r in runs])
+                out.setdefault(proto, {})[frac] = {
+                    "mean": float(means.mean()), "std": float(np.mean([r[proto][frac]["std"] for r in runs])),
+                    "n": int(sum(r[proto][frac]["n"] for r in runs)), "seeds": len(runs)}
+                seed_sd[proto].setdefault(method, {})[frac] = float(means.std(ddof=1)) if len(runs) > 1 else 0.0
+        summaries[method] = out
+    return summaries, seed_sd
+
+
+def _cell(summary: Summary, protocol: str, fraction: str, bold: bool = False,
+          seed_sd: Mapping[str, Any] | None = None, method: str = "") -> str:
     entry = summary.get(protocol, {}).get(fraction)
     if entry is None:
         return "–"
     text = f"{entry['mean']:.1f} ± {entry['std']:.1f}"
+    if seed_sd is not None and entry.get("seeds", 1) > 1:
+        text = f"{entry['mean']:.1f} ± {seed_sd[protocol][method][fraction]:.1f} ({entry['std']:.1f})"
     return f"**{text}**" if bold else text
 
 
-def markdown_tables(summaries: Mapping[str, Summary], chance: Summary, title: str = "") -> str:
-    """Table 1 (actions) and Table 2 (identity) for every method, best action score in bold."""
+def markdown_tables(summaries: Mapping[str, Summary], chance: Summary, title: str = "",
+                    seed_sd: Mapping[str, Any] | None = None) -> str:
+    """Table 1 (actions) and Table 2 (identity) for every method, best action score in bold;
+    with `seed_sd`, cells of methods trained with several seeds read mean ± sd over seeds
+    (spread over held-out units)."""
     methods = ordered_methods(list(summaries))
     best: dict[tuple[str, str], float] = {}
     for proto in ("single_animal", "multi_animal"):
@@ -98,7 +132,8 @@ def markdown_tables(summaries: Mapping[str, Summary], chance: Summary, title: st
     ]
     for m in methods:
         cells = [
-            _cell(summaries[m], p, f, bold=summaries[m].get(p, {}).get(f, {}).get("mean") == best.get((p, f)))
+            _cell(summaries[m], p, f, bold=summaries[m].get(p, {}).get(f, {}).get("mean") == best.get((p, f)),
+                  seed_sd=seed_sd, method=m)
             for p in ("single_animal", "multi_animal") for f in FRACTIONS
         ]
         lines.append(f"| {METHOD_TITLES.get(m, m)} | " + " | ".join(cells) + " |")
@@ -112,13 +147,15 @@ def markdown_tables(summaries: Mapping[str, Summary], chance: Summary, title: st
         "|---|---|---|",
     ]
     for m in methods:
-        lines.append(f"| {METHOD_TITLES.get(m, m)} | " + " | ".join(_cell(summaries[m], "identity", f) for f in FRACTIONS) + " |")
+        lines.append(f"| {METHOD_TITLES.get(m, m)} | " + " | ".join(
+            _cell(summaries[m], "identity", f, seed_sd=seed_sd, method=m) for f in FRACTIONS) + " |")
     lines.append("| *Chance (most frequent animal)* | " + " | ".join(_cell(chance, "identity", f) for f in FRACTIONS) + " |")
     lines += [
         "",
-        "Mean ± standard deviation over held-out animals (multi-animal), animals (single-animal) or "
-        "trial folds (identity), and probe seeds. 50 % = half of the training windows, kept as "
-        "contiguous blocks.",
+        "Trained methods: mean over training seeds ± standard deviation over training seeds (in "
+        "brackets: the spread over held-out animals, animals or trial folds and probe seeds). "
+        "Untrained baselines: mean ± that spread. 50 % = half of the training windows, kept as "
+        "contiguous blocks. Every animal is calibrated from its first trial, which is not scored.",
         "",
     ]
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from trainer.evaluation.baselines import (
     raw_linear_aligned_windows,
     raw_linear_windows,
 )
-from trainer.evaluation.embed import block_pool, encoder_windows, load_encoder, load_tables
+from trainer.evaluation.embed import block_pool, calibration_trials, encoder_windows, load_encoder, load_tables
 from trainer.evaluation.windows import EvaluationError
 from trainer.models import build_model
 
@@ -34,7 +35,13 @@ def encoder() -> torch.nn.Module:
 def test_encoder_windows_equal_the_model_on_each_window(encoder, trainer_dataset: Path) -> None:  # type: ignore[no-untyped-def]
     ws = encoder_windows(encoder, trainer_dataset, batch=16, progress=False)
     paths = list_trials(trainer_dataset)
-    assert ws.features.shape == (len(paths) * (64 - 4 + 1), 6)
+    calibration = set(calibration_trials(paths).values())
+    # every animal's first trial calibrates it and is not scored
+    assert calibration == set(paths[0::2])
+    assert ws.features.shape == ((len(paths) - len(calibration)) * (64 - 4 + 1), 6)
+    for path in calibration:
+        with open_trial(path) as t:
+            assert f"{t.animal_id}/{t.trial_id}" not in set(ws.trials.tolist())
     assert len(ws.animal_ids) == 3 and ws.window == 4
     with open_trial(paths[1]) as t:
         frames = torch.from_numpy(np.asarray(t.neural[:], dtype=np.float32))
@@ -50,9 +57,9 @@ def test_encoder_windows_equal_the_model_on_each_window(encoder, trainer_dataset
 def test_raw_windows_are_half_window_means_of_pooled_frames(trainer_dataset: Path) -> None:
     tables = load_tables(trainer_dataset, pooled_short_side=8, progress=False)
     ws = raw_linear_windows(tables, window=4)
-    with open_trial(list_trials(trainer_dataset)[0]) as t:
+    with open_trial(list_trials(trainer_dataset)[1]) as t:  # the first scored trial
         pooled = block_pool(np.asarray(t.neural[:]), 4).reshape(64, -1)
-    assert ws.features.shape == (6 * 61, 2 * 64)
+    assert ws.features.shape == (3 * 61, 2 * 64)
     first = ws.features[0]  # window of frames 0..3
     np.testing.assert_allclose(first[:64], pooled[0:2].mean(axis=0), rtol=1e-5)
     np.testing.assert_allclose(first[64:], pooled[2:4].mean(axis=0), rtol=1e-5)
@@ -60,7 +67,7 @@ def test_raw_windows_are_half_window_means_of_pooled_frames(trainer_dataset: Pat
 
 def test_aligned_raw_windows_are_calibrated_per_animal(trainer_dataset: Path) -> None:
     """Same windows as raw_linear; every pooled pixel centred on its animal's own log baseline
-    (after alignment), so each animal's features average to ~0."""
+    (after alignment), measured on the animal's calibration trial only."""
     tables = load_tables(trainer_dataset, pooled_short_side=8, progress=False)
     ws = raw_linear_aligned_windows(tables, window=4)
     plain = raw_linear_windows(tables, window=4)
@@ -69,8 +76,21 @@ def test_aligned_raw_windows_are_calibrated_per_animal(trainer_dataset: Path) ->
     np.testing.assert_array_equal(ws.animals, plain.animals)
     for animal in np.unique(ws.animals):
         mean = ws.features[ws.animals == animal].mean(axis=0)
-        assert np.abs(mean).max() < 0.05, animal
+        assert np.abs(mean).max() < 0.5, animal
     assert np.abs(plain.features.mean(axis=0)).max() > 10  # raw counts are far from centred
+    # a scored trial informs no statistics: brightening one changes no other trial's features
+    scored_trial = next(t for t in tables if not t.calibration)
+    brighter = [replace(t, pooled=t.pooled * 4.0) if t is scored_trial else t for t in tables]
+    changed = raw_linear_aligned_windows(brighter, window=4)
+    mine = ws.trials == scored_trial.key
+    np.testing.assert_allclose(changed.features[~mine], ws.features[~mine], rtol=1e-5, atol=1e-5)
+    assert np.abs(changed.features[mine] - ws.features[mine]).mean() > 1.0
+
+
+def test_every_animal_needs_a_calibration_trial_and_a_scored_one(tmp_path: Path, write_dataset) -> None:  # type: ignore[no-untyped-def]
+    write_dataset(tmp_path, trials=1)
+    with pytest.raises(EvaluationError, match="single trial"):
+        load_tables(tmp_path, progress=False)
 
 
 def test_pose_normalisation_removes_position_and_scale() -> None:
@@ -91,7 +111,7 @@ def test_cebra_peer_gives_one_embedding_per_window(trainer_dataset: Path) -> Non
     tables = load_tables(trainer_dataset, pooled_short_side=8, progress=False)
     settings = CebraSettings(max_iterations=5, batch_size=32, output_dimension=4, num_hidden_units=8)
     ws, info = cebra_windows(tables, window=4, settings=settings, progress=False)
-    assert ws.features.shape == (6 * 61, 4)
+    assert ws.features.shape == (3 * 61, 4)
     assert np.isfinite(ws.features).all()
     assert info["settings"]["max_iterations"] == 5 and info["fit_s"] > 0
     assert info["causal_shift_frames"] == 4  # offset10-model: field c-5..c+4

@@ -28,7 +28,7 @@ def test_shared_action_code_has_no_gap_and_an_animal_specific_code_does(windows_
     assert g2["per_animal"]["fly0"]["unseen"] < 40.0
     assert g2["per_animal"]["fly0"]["seen"] > 90.0  # the others' new trials, probe without fly0
     assert g2["gap"] > g["gap"] + 8.0  # averaged over the 4 held-out animals, one of them shifted
-    assert "| Pose-guided contrastive + swapping (ours) |" in gap_table({"ours": g2})
+    assert "| Pose-guided contrastive + swapping + per-animal normalisation (ours) |" in gap_table({"ours": g2})
 
 
 def test_one_animal_or_one_trial_is_refused(windows_factory) -> None:  # type: ignore[no-untyped-def]
