@@ -32,14 +32,17 @@ import structlog
 
 log = structlog.get_logger(__name__)
 
-# Trained entries of the benchmark: name -> (training method, config overrides). The ablations
-# are the default method with one component removed, so the table reads component by component.
+# Trained entries of the benchmark: name -> (training method, config overrides). The others are
+# the default method (`contrastive_noswap` with per-animal normalisation) with one component
+# removed or added, so the table reads component by component: no per-animal normalisation,
+# swapping (`ours`), cross-animal positives, no augmentations.
 TRAINED: dict[str, tuple[str, tuple[str, ...]]] = {
-    "ours": ("ours", ()),
     "contrastive_noswap": ("contrastive_noswap", ()),
-    "ours_no_animal_norm": ("ours", ("model.animal_norm=none",)),
     "contrastive_noswap_no_animal_norm": ("contrastive_noswap", ("model.animal_norm=none",)),
-    "ours_no_augment": ("ours", ("augment.enabled=false",)),
+    "ours": ("ours", ()),
+    "contrastive_noswap_cross_animal": ("contrastive_noswap", ("cross_animal.weight=1.0",)),
+    "contrastive_noswap_no_augment": ("contrastive_noswap", ("augment.enabled=false",)),
+    "ours_no_animal_norm": ("ours", ("model.animal_norm=none",)),
     "ours_adversarial": ("ours_adversarial", ()),
     "ours_mmd": ("ours_mmd", ()),
     "simclr": ("simclr", ()),
@@ -50,7 +53,8 @@ CEBRA_ENTRIES = ("cebra", "cebra_old", "cebra_noncausal")  # trainer.evaluation.
 ALL_METHODS = ("raw_linear", "raw_linear_aligned", *TRAINED_METHODS, *CEBRA_ENTRIES)
 # What `make bench-train` compares: the default method, its ablations, the peer and raw frames
 # (the other entries are selectable with --methods; each costs ~6 min per training seed here).
-DEFAULT_METHODS = ("raw_linear", "raw_linear_aligned", "ours", "contrastive_noswap", "ours_no_animal_norm", "cebra")
+DEFAULT_METHODS = ("raw_linear", "raw_linear_aligned", "contrastive_noswap", "contrastive_noswap_no_animal_norm", "ours",
+                   "contrastive_noswap_cross_animal", "cebra", "cebra_old", "cebra_noncausal")
 SEEDED = (*TRAINED_METHODS, *CEBRA_ENTRIES)  # entries trained once per training seed
 
 

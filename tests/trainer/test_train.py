@@ -101,7 +101,7 @@ def test_bad_datasets_are_refused_before_training(tmp_path: Path, fast_overrides
     one_animal = tmp_path / "one"
     write_dataset(one_animal, animals=1, trials=1)
     with pytest.raises(TrainingError, match="at least 2 training animals"):
-        train(load_config("tiny", fast_overrides), one_animal, tmp_path / "o2")
+        train(load_config("tiny", [*fast_overrides, "method=ours"]), one_animal, tmp_path / "o2")
     with pytest.raises(ValueError, match="not in the dataset"):
         train(load_config("tiny", [*fast_overrides, "data.exclude_animals=['nobody']"]), one_animal, tmp_path / "o3")
     assert not (tmp_path / "o1" / "checkpoint.pt").exists()

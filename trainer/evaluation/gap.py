@@ -70,7 +70,9 @@ def gap_table(gaps: Mapping[str, Mapping[str, object]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", required=True, help="bench-train checkpoints folder (METHOD/checkpoint.pt)")
+    parser.add_argument("--work", required=True,
+                        help="bench-train checkpoints folder (METHOD/checkpoint.pt, or METHOD/seedK/checkpoint.pt: "
+                        "the lowest seed of each)")
     parser.add_argument("--data", required=True, help="labelled dataset the checkpoints were trained on")
     parser.add_argument("--out", required=True, help="JSON file; a markdown table is written beside it")
     parser.add_argument("--raw", action="store_true", help="also the raw-frame baselines (raw_linear, raw_linear_aligned)")
@@ -83,11 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     from trainer.train import CHECKPOINT
 
     progress = not args.no_progress
-    checkpoints = sorted(Path(args.work).glob(f"*/{CHECKPOINT}"))
-    if not checkpoints:
-        print(f"no */{CHECKPOINT} under {args.work}", file=sys.stderr)
+    work = Path(args.work)
+    found = {p.parent.name: p for p in sorted(work.glob(f"*/{CHECKPOINT}"))}
+    for p in sorted(work.glob(f"*/seed*/{CHECKPOINT}"), key=lambda q: (q.parent.parent.name, int(q.parent.name[4:] or 0))):
+        found.setdefault(p.parent.parent.name, p)  # bench-train's layout: the first training seed
+    if not found:
+        print(f"no */{CHECKPOINT} or */seed*/{CHECKPOINT} under {args.work}", file=sys.stderr)
         return 1
-    encoders = {p.parent.name: load_encoder(p)[0] for p in checkpoints}
+    encoders = {name: load_encoder(p)[0] for name, p in found.items()}
     sets = encoders_windows(encoders, args.data, progress=progress)
     if args.raw:
         window = next(iter(encoders.values())).window

@@ -19,21 +19,22 @@ from trainer.evaluation.protocol import PROTOCOLS
 
 # Row order of the tables; other method names follow in the order given.
 METHOD_ORDER = ("raw_linear", "raw_linear_aligned", "simclr", "regression", "cebra_old", "cebra_noncausal", "cebra",
-                "contrastive_noswap_no_animal_norm",
-                "ours_no_animal_norm", "ours_no_augment", "contrastive_noswap", "ours", "ours_adversarial", "ours_mmd")
+                "contrastive_noswap_no_animal_norm", "contrastive_noswap_no_augment", "ours_no_animal_norm", "ours",
+                "ours_adversarial", "ours_mmd", "contrastive_noswap_cross_animal", "contrastive_noswap")
 METHOD_TITLES = {
     "raw_linear": "Linear on raw frames",
     "raw_linear_aligned": "Linear on raw frames, session-calibrated",
     "simclr": "SimCLR (neural only)",
     "regression": "Regression to pose",
-    "contrastive_noswap": "Pose-guided contrastive, no swapping",
-    "contrastive_noswap_no_animal_norm": "Pose-guided contrastive, no swapping, no per-animal normalisation",
-    "ours_no_animal_norm": "Ours without per-animal normalisation",
-    "ours_no_augment": "Ours without augmentations",
+    "contrastive_noswap": "Pose-guided contrastive + per-animal normalisation (default)",
+    "contrastive_noswap_no_animal_norm": "Default without per-animal normalisation",
+    "contrastive_noswap_cross_animal": "Default + cross-animal positives",
+    "contrastive_noswap_no_augment": "Default without augmentations",
+    "ours_no_animal_norm": "Swapping, without per-animal normalisation (earlier default)",
     "cebra": "CEBRA (multi-session, pose), tuned, causal",
     "cebra_old": "CEBRA, earlier configuration (causal)",
     "cebra_noncausal": "CEBRA tuned, non-causal (sees 4 later frames; reference only)",
-    "ours": "Pose-guided contrastive + swapping + per-animal normalisation (ours)",
+    "ours": "Default + cross-animal swapping",
     "ours_adversarial": "Ours + gradient-reversal animal adversary",
     "ours_mmd": "Ours + MMD between animals",
 }

@@ -1,4 +1,5 @@
-"""`actionloop bench-train` end to end with tiny settings (slow: trains four methods and CEBRA)."""
+"""`actionloop bench-train` end to end with tiny settings (slow: trains four entries at two
+training seeds and CEBRA)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from tools.cli import main
 
 ISSUE_KEYS = {"dataset", "chance", "multi_animal", "single_animal", "identity", "spread",
               "train_throughput_windows_per_s"}
-METHODS = {"raw_linear", "raw_linear_aligned", "simclr", "regression", "contrastive_noswap", "ours",
-           "ours_adversarial", "ours_mmd", "cebra"}
+METHODS = {"raw_linear", "raw_linear_aligned", "contrastive_noswap", "contrastive_noswap_no_animal_norm", "ours",
+           "contrastive_noswap_cross_animal", "cebra", "cebra_old", "cebra_noncausal"}
 
 
 @pytest.mark.slow
@@ -20,11 +21,16 @@ def test_bench_train_writes_the_issue_shape(tmp_path: Path, trainer_dataset: Pat
     out = tmp_path / "bench" / "train.json"
     sets = [a for o in fast_overrides for a in ("--set", o)]
     rc = main(["bench-train", "--preset", "tiny", "--data", str(trainer_dataset), "--out", str(out),
-               "--work", str(tmp_path / "runs"), "--seeds", "0", "--cebra-iterations", "3",
+               "--work", str(tmp_path / "runs"), "--seeds", "0", "--train-seeds", "0", "1", "--cebra-iterations", "3",
                "--projection", "pca", "--no-progress", *sets])
     assert rc == 0
     result = json.loads(out.read_text())
     assert ISSUE_KEYS <= set(result)
+    assert result["default_method"] == "contrastive_noswap" and result["train_seeds"] == [0, 1]
+    assert set(result["seed_sd"]["multi_animal"]) == METHODS
+    assert all(result["seed_sd"]["multi_animal"][m]["1.0"] >= 0 for m in METHODS)
+    assert result["seed_sd"]["multi_animal"]["raw_linear"]["1.0"] == 0.0  # nothing trained
+    assert (tmp_path / "runs" / "ours" / "seed1" / "checkpoint.pt").is_file()
     for proto in ("multi_animal", "single_animal", "identity"):
         assert set(result[proto]) == METHODS
         assert all(set(v) == {"0.5", "1.0"} for v in result[proto].values())
@@ -33,15 +39,17 @@ def test_bench_train_writes_the_issue_shape(tmp_path: Path, trainer_dataset: Pat
     assert result["dataset"]["animals"] == 3 and result["dataset"]["trials"] == 6
     assert result["train_throughput_windows_per_s"]["raw_linear"] is None
     assert result["train_throughput_windows_per_s"]["ours"] > 0
-    assert "| Pose-guided contrastive + swapping (ours) |" in out.with_suffix(".md").read_text()
+    assert "| Pose-guided contrastive + per-animal normalisation (default) |" in out.with_suffix(".md").read_text()
     diagnostic = result["per_animal_standardised"]
     assert set(diagnostic) == {"multi_animal", "identity"} and set(diagnostic["identity"]) == METHODS
     assert "Diagnostic: where identity lives" in out.with_suffix(".md").read_text()
     report = out.with_name("train-report")
-    assert {"report.json", "report.md", "confusion_ours.png", "embedding_ours.png"} <= {p.name for p in report.iterdir()}
+    assert {"report.json", "report.md", "confusion_contrastive_noswap.png",
+            "embedding_contrastive_noswap.png"} <= {p.name for p in report.iterdir()}
     # A second run reuses the checkpoints instead of training again.
     rc = main(["bench-train", "--preset", "tiny", "--data", str(trainer_dataset), "--out", str(out),
-               "--work", str(tmp_path / "runs"), "--seeds", "0", "--methods", "ours", "raw_linear", "--reuse",
+               "--work", str(tmp_path / "runs"), "--seeds", "0", "--train-seeds", "0", "1", "--methods", "ours",
+               "raw_linear", "--reuse",
                "--projection", "pca", "--no-progress", *sets])
     assert rc == 0
     again = json.loads(out.read_text())

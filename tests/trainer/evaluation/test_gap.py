@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from trainer.evaluation.gap import domain_gap, gap_table, main
+from trainer.evaluation.report import METHOD_TITLES
 from trainer.evaluation.windows import EvaluationError
 
 
@@ -28,7 +29,7 @@ def test_shared_action_code_has_no_gap_and_an_animal_specific_code_does(windows_
     assert g2["per_animal"]["fly0"]["unseen"] < 40.0
     assert g2["per_animal"]["fly0"]["seen"] > 90.0  # the others' new trials, probe without fly0
     assert g2["gap"] > g["gap"] + 8.0  # averaged over the 4 held-out animals, one of them shifted
-    assert "| Pose-guided contrastive + swapping + per-animal normalisation (ours) |" in gap_table({"ours": g2})
+    assert f"| {METHOD_TITLES['ours']} |" in gap_table({"ours": g2})
 
 
 def test_one_animal_or_one_trial_is_refused(windows_factory) -> None:  # type: ignore[no-untyped-def]
@@ -54,5 +55,5 @@ def test_command_scores_every_checkpoint_of_a_work_folder(tmp_path: Path, traine
     assert set(result) == {"ours", "contrastive_noswap"}
     assert set(result["ours"]["per_animal"]) == {"animal0", "animal1", "animal2"}
     assert result["ours"]["gap"] == pytest.approx(result["ours"]["seen"] - result["ours"]["unseen"])
-    assert "| Pose-guided contrastive, no swapping |" in out.with_suffix(".md").read_text()
+    assert f"| {METHOD_TITLES['contrastive_noswap']} |" in out.with_suffix(".md").read_text()
     assert main(["--work", str(tmp_path / "nothing"), "--data", str(trainer_dataset), "--out", str(out)]) == 1

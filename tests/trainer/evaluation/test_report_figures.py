@@ -8,7 +8,14 @@ import pytest
 
 from trainer.evaluation.figures import confusion_png, embedding_png
 from trainer.evaluation.protocol import run_protocols
-from trainer.evaluation.report import bench_json, markdown_tables, standardisation_table, write_json_atomic
+from trainer.evaluation.report import (
+    METHOD_TITLES,
+    bench_json,
+    markdown_tables,
+    seed_statistics,
+    standardisation_table,
+    write_json_atomic,
+)
 from trainer.evaluation.windows import standardised_per_animal
 
 
@@ -39,7 +46,7 @@ def test_markdown_tables_show_every_method_and_bold_the_best(summaries) -> None:
     acc = {m: s["accuracy"] for m, s in summaries.items()}
     md = markdown_tables(acc, summaries["ours"]["chance"])
     assert "Table 1" in md and "Table 2" in md
-    row = next(line for line in md.splitlines() if line.startswith("| Pose-guided contrastive + swapping"))
+    row = next(line for line in md.splitlines() if line.startswith(f"| {METHOD_TITLES['ours']} |"))
     assert row.count("**100.0 ± 0.0**") >= 2  # single- and multi-animal at 100 % labels
     assert "| Linear on raw frames |" in md
     assert "Chance" in md
@@ -52,11 +59,24 @@ def test_standardisation_table_sets_identity_before_and_after_side_by_side(windo
     plain = run_protocols(ws, fractions=(1.0,), seeds=(0,), protocols=protocols).summary()["accuracy"]
     after = run_protocols(standardised_per_animal(ws), fractions=(1.0,), seeds=(0,), protocols=protocols).summary()["accuracy"]
     md = standardisation_table({"ours": plain}, {"ours": after})
-    row = next(line for line in md.splitlines() if line.startswith("| Pose-guided contrastive + swapping"))
+    row = next(line for line in md.splitlines() if line.startswith(f"| {METHOD_TITLES['ours']} |"))
     cells = [c.strip() for c in row.strip("|").split("|")][1:]
     assert cells[0] == f"{plain['multi_animal']['1.0']['mean']:.1f} ± {plain['multi_animal']['1.0']['std']:.1f}"
     identity_plain, identity_after = (float(c.split(" ± ")[0]) for c in cells[2:])
     assert identity_plain > 90.0 and identity_after < 60.0
+
+
+def test_training_seeds_are_averaged_and_their_spread_reported() -> None:
+    def summary(mean: float, std: float) -> dict:
+        return {"multi_animal": {"1.0": {"mean": mean, "std": std, "n": 4}}}
+
+    runs = {"ours": [summary(70.0, 2.0), summary(74.0, 4.0), summary(72.0, 3.0)], "raw_linear": [summary(40.0, 1.0)]}
+    summaries, seed_sd = seed_statistics(runs)
+    assert summaries["ours"]["multi_animal"]["1.0"] == {"mean": 72.0, "std": 3.0, "n": 12, "seeds": 3}
+    assert seed_sd["multi_animal"]["ours"]["1.0"] == pytest.approx(2.0)  # sample sd of 70, 74, 72
+    assert seed_sd["multi_animal"]["raw_linear"]["1.0"] == 0.0
+    md = markdown_tables(summaries, {"multi_animal": {"1.0": {"mean": 30.0, "std": 0.0}}}, seed_sd=seed_sd)
+    assert "72.0 ± 2.0 (3.0)" in md and "40.0 ± 1.0" in md
 
 
 def test_json_is_written_atomically(tmp_path: Path) -> None:
