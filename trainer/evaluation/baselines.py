@@ -81,7 +81,7 @@ class CebraSettings:
 # (docs/evaluation.md, "Tuning the CEBRA peer"); "cebra_old" the configuration of earlier
 # benchmarks; "cebra_noncausal" the tuned one reading the centred embedding (it sees frames after
 # the decoded one, which no real-time decoder can): for reference only.
-CEBRA_TUNED = CebraSettings()
+CEBRA_TUNED = CebraSettings(num_hidden_units=64, output_dimension=32)
 CEBRA_CONFIGS: dict[str, CebraSettings] = {
     "cebra": CEBRA_TUNED,
     "cebra_old": CebraSettings(),

@@ -13,7 +13,7 @@ from tools.cli import main
 ISSUE_KEYS = {"dataset", "chance", "multi_animal", "single_animal", "identity", "spread",
               "train_throughput_windows_per_s"}
 METHODS = {"raw_linear", "raw_linear_aligned", "contrastive_noswap", "contrastive_noswap_no_animal_norm", "ours",
-           "contrastive_noswap_cross_animal", "cebra", "cebra_old", "cebra_noncausal"}
+           "cebra", "cebra_noncausal"}
 
 
 @pytest.mark.slow
