@@ -167,7 +167,7 @@ async def test_a_publisher_that_restarts_its_sequence_resets_the_window(start_se
 async def test_shutdown_finishes_the_frame_in_flight(start_service: Any, daemon_bundle: Path, kit: Any) -> None:
     h = await start_service(daemon_bundle, model_loader=slow_loader(0.3))
     h.publisher.publish(kit.frames_for(1)[0], seq=7)
-    thread = h.service._thread
+    thread = h.service.thread
     deadline = time.monotonic() + 5
     while thread.busy_since_ns == 0:  # wait until the frame is inside the model
         assert time.monotonic() < deadline
@@ -205,7 +205,7 @@ async def test_a_crashed_task_stops_the_service_with_an_error(start_service: Any
         await asyncio.wait_for(h.task, timeout=10)
     assert info.group_contains(RuntimeError, match="backend blew up")
     assert h.service.state == "stopping"
-    assert not any(t.name == "inference" for t in threading.enumerate())
+    assert not any(t.name == "hot-path" for t in threading.enumerate())
 
 
 async def test_bad_bundle_refuses_to_start(tmp_path: Path, corrupt_bundle: Path, kit: Any) -> None:
