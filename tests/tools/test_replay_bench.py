@@ -10,22 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools import replay_bench
-from tools.latency_report import STAT_KEYS, ReplayLog, build_report, latency_stats_us
-from tools.replay import RateSpec
-from tools.replay_bench import (
-    BenchError,
-    ManagedProcess,
-    assemble_result,
-    daemon_env,
-    find_sustained_rate,
-    format_markdown,
-    overhead_ratio,
-    ramp_rates,
-    replay_through,
-    start_echo,
-    target_checks,
-)
+from tools.bench import latency as replay_bench
+from tools.bench.report import STAT_KEYS, ReplayLog, build_report, latency_stats_us
+from tools.bench.pacing import RateSpec
+from tools.bench.latency import replay_through
+from tools.bench.processes import BenchError, ManagedProcess, daemon_env, start_echo
+from tools.bench.ramp import find_sustained_rate, ramp_rates
+from tools.bench.results import assemble_result, format_markdown, overhead_ratio, target_checks
 
 ISSUE_KEYS = {"daemon", "end_to_end", "transport_floor", "inference_floor", "naive_baseline", "overhead_ratio",
               "frames", "sustained_fps", "accuracy", "backend", "machine"}

@@ -8,7 +8,7 @@ carrying the frame's sequence number and receive/publish stamps, with no decisio
 exactly as it drives a daemon. Replaying into it measures what the sockets, the codec and
 two Python processes cost on this machine: the part of end-to-end latency no decoder can beat.
 
-Run it as its own process (`python -m tools.echo_floor ...`), as the daemon runs, so the
+Run it as its own process (`python -m tools.bench.echo ...`), as the daemon runs, so the
 replay and the echo do not share a Python interpreter lock.
 """
 
@@ -115,7 +115,7 @@ class EchoFloor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.echo_floor", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench.echo", description=__doc__.splitlines()[0])
     parser.add_argument("--frames-endpoint", default="tcp://127.0.0.1:5555")
     parser.add_argument("--actions-endpoint", default="tcp://127.0.0.1:5556")
     parser.add_argument("--frames-bind", action="store_true", help="bind the frame SUB (default: connect)")

@@ -1,0 +1,187 @@
+"""bench/latency.json and its table: the numbers side by side with their floors and targets."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tools.bench.report import STAT_KEYS, LatencyReport, LatencyStats
+
+
+TARGETS: dict[str, tuple[str, float, str]] = {
+    "daemon_p99_us": ("daemon share p99", 2000.0, "<="),
+    "end_to_end_p99_us": ("end-to-end p99", 3000.0, "<="),
+    "skipped": ("skipped frames", 0.0, "<="),
+    "overhead_ratio": ("overhead ratio", 1.3, "<="),
+    "sustained_fps": ("sustained zero-skip rate (fps)", 300.0, ">="),
+}
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on (the README quotes CPU count and backend next to them)."""
+    cpu_model = platform.processor() or ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": cpu_model,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    for module in ("onnxruntime", "torch", "zmq", "numpy"):
+        with contextlib.suppress(Exception):
+            info[f"{module}_version"] = __import__(module).__version__
+    return info
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+def _stats_or_empty(stats: LatencyStats | None) -> dict[str, float | None]:
+    """The five statistics in µs, rounded to 0.1 µs (None where not measured)."""
+    out: dict[str, float | None] = {}
+    for key in STAT_KEYS:
+        value = None if stats is None else stats.get(key)
+        out[key] = None if value is None else round(float(value), 1)
+    return out
+
+def overhead_ratio(daemon_e2e: LatencyStats, transport: LatencyStats, inference: LatencyStats) -> float | None:
+    """daemon end-to-end p50 / (transport floor p50 + inference floor p50)."""
+    parts = (daemon_e2e.get("p50_us"), transport.get("p50_us"), inference.get("p50_us"))
+    if any(p is None for p in parts) or (parts[1] + parts[2]) <= 0:  # type: ignore[operator]
+        return None
+    return float(parts[0] / (parts[1] + parts[2]))  # type: ignore[operator]
+
+def assemble_result(*, daemon: LatencyReport, transport: LatencyStats, inference: LatencyStats,
+                    naive: LatencyStats | None, sustained_fps: float | None, backend: str,
+                    machine: Mapping[str, Any]) -> dict[str, Any]:
+    """bench/latency.json, exactly in the issue's shape."""
+    ratio = overhead_ratio(daemon.end_to_end, transport, inference)
+    return {
+        "daemon": _stats_or_empty(daemon.daemon),
+        "end_to_end": _stats_or_empty(daemon.end_to_end),
+        "transport_floor": _stats_or_empty(transport),
+        "inference_floor": _stats_or_empty(inference),
+        "naive_baseline": _stats_or_empty(naive),
+        "overhead_ratio": None if ratio is None else round(ratio, 3),
+        "frames": daemon.frames.as_dict(),
+        "sustained_fps": sustained_fps,
+        "accuracy": None if daemon.accuracy is None else round(daemon.accuracy, 4),
+        "backend": backend,
+        "machine": dict(machine),
+    }
+
+def target_checks(result: Mapping[str, Any], ramp_note: str | None = None) -> list[dict[str, Any]]:
+    """Each target with the measured value, met or not, and by how much it is missed."""
+    values = {
+        "daemon_p99_us": result["daemon"]["p99_us"],
+        "end_to_end_p99_us": result["end_to_end"]["p99_us"],
+        "skipped": result["frames"]["skipped"],
+        "overhead_ratio": result["overhead_ratio"],
+        "sustained_fps": result["sustained_fps"],
+    }
+    checks = []
+    for key, (label, target, op) in TARGETS.items():
+        value = values[key]
+        met = value is not None and (value <= target if op == "<=" else value >= target)
+        if value is None:
+            miss = ramp_note if key == "sustained_fps" and ramp_note else "not measured"
+        elif met:
+            miss = ""
+        elif target == 0:
+            miss = f"{value:g} over"
+        else:
+            miss = f"{abs(value / target - 1) * 100:.0f} % {'over' if op == '<=' else 'under'}"
+        checks.append({"key": key, "target": label, "goal": _format_measured(key, target, op), "measured": value,
+                       "met": met, "missed_by": miss})
+    return checks
+
+def _format_measured(key: str, value: float | None, op: str = "") -> str:
+    prefix = f"{op} " if op else ""
+    if value is None:
+        return "-"
+    if key.endswith("_us"):
+        return f"{prefix}{value / 1000:.2f} ms"
+    if key == "overhead_ratio":
+        return f"{prefix}{value:.2f}"
+    return f"{prefix}{value:g}"
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v / 1000:.2f}"
+
+def format_markdown(result: Mapping[str, Any], details: Mapping[str, Any]) -> str:
+    """The table the README embeds: latency side by side, frame counts, targets, machine."""
+    m = result["machine"]
+    rows = [
+        ("transport floor (bare echo, same transport)", result["transport_floor"]),
+        (f"inference floor ({result['backend']} alone, streaming)", result["inference_floor"]),
+        ("daemon share (its receive -> publish)", result["daemon"]),
+        ("**daemon end-to-end** (published -> action received)", result["end_to_end"]),
+        ("naive baseline end-to-end (PyTorch whole window per frame)", result["naive_baseline"]),
+    ]
+    lines = [
+        f"Latency, ms ({details['settings']['frames']} frames of {details['frame']} at "
+        f"{details['settings']['rate_fps']:g} frames/s over TCP loopback; backend {result['backend']}; "
+        f"{m.get('cpus')} CPUs ({m.get('cpu_model', '')}); scheduling {m.get('scheduling', 'default')}):",
+        "",
+        "| path | p50 | p90 | p99 | p99.9 | max |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, stats in rows:
+        lines.append(f"| {name} | " + " | ".join(_ms(stats.get(k)) for k in STAT_KEYS) + " |")
+    f = result["frames"]
+    ratio = result["overhead_ratio"]
+    sustained = "-" if result["sustained_fps"] is None else f"{result['sustained_fps']:g}"
+    accuracy = "-" if result["accuracy"] is None else f"{result['accuracy'] * 100:.1f} %"
+    lines += [
+        "",
+        f"- overhead ratio (daemon end-to-end p50 / (transport p50 + inference p50)): "
+        f"**{'-' if ratio is None else f'{ratio:.2f}'}**",
+        f"- frames: sent {f['sent']}, decoded {f['decoded']}, skipped {f['skipped']}, lost {f['lost']}",
+        f"- highest sustained zero-skip rate: **{sustained} frames/s**"
+        + (f" ({details.get('ramp_note')})" if details.get("ramp_note") else ""),
+        f"- decoded-action accuracy on the held-out recording: {accuracy}"
+        + (f" ({details['model']['how']})" if details.get("model", {}).get("how") else ""),
+        f"- machine: {m.get('cpus')} CPUs ({m.get('cpus_usable')} usable), {m.get('platform')}, "
+        f"load average before/after {details.get('load_before')} / {details.get('load_after')}",
+        "",
+        "| target | goal | measured | met |",
+        "|---|---|---:|---|",
+    ]
+    for check in details["targets"]:
+        shown = _format_measured(check["key"], check["measured"])
+        lines.append(f"| {check['target']} | {check['goal']} | {shown} | "
+                     f"{'yes' if check['met'] else 'no, ' + check['missed_by']} |")
+    breakdown = details.get("runs", {}).get("daemon", {}).get("breakdown")
+    if breakdown:
+        lines += ["", "Where the daemon's end-to-end time goes (ms):", "",
+                  "| hop | p50 | p90 | p99 | p99.9 | max |", "|---|---:|---:|---:|---:|---:|"]
+        for name, stats in breakdown.items():
+            lines.append(f"| {name} | " + " | ".join(_ms(stats.get(k)) for k in STAT_KEYS) + " |")
+    lines += ["", f"Command: `{details['settings']['command']}`", ""]
+    return "\n".join(lines)
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
