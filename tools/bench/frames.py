@@ -52,8 +52,26 @@ class ReplayData:
         return len(self.frames)
 
     def frame(self, i: int) -> np.ndarray:
-        """A fresh C-contiguous array per call: it may still be in flight after publish."""
+        """Frame i as a C-contiguous array: a view of preloaded frames (never modified, so it
+        may still be in flight after publish), or a fresh array read from the file."""
         return np.ascontiguousarray(self.frames[i])
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.frames, np.ndarray) or bool(getattr(self.frames, "in_memory", False))
+
+    def preloaded(self) -> ReplayData:
+        """The same replay with every frame read into one read-only array in RAM (a no-op when
+        they already are): what a measurement sends, so that no send waits for a file read."""
+        if self.in_memory or len(self) == 0:
+            return self
+        first = np.asarray(self.frames[0])
+        frames = np.empty((len(self), *first.shape), dtype=first.dtype)
+        for i in range(len(self)):
+            frames[i] = self.frames[i]
+        frames.flags.writeable = False
+        return ReplayData(frames=frames, times_s=self.times_s, labels=self.labels, class_names=self.class_names,
+                          name=self.name, seq=self.seq, _owners=[self])
 
     def limited(self, max_frames: int | None) -> ReplayData:
         if max_frames is None or max_frames >= len(self):
@@ -76,6 +94,7 @@ class ReplayData:
             if callable(close):
                 close()
 
+
 TRIAL_SEQ_GAP = 1000  # sequence jump between chained trials: far above any window, so it resets
 
 class _Chain:
@@ -94,6 +113,7 @@ class _Chain:
         k = int(np.searchsorted(self._ends, i, side="right"))
         start = int(self._ends[k - 1]) if k else 0
         return self._parts[k][i - start]
+
 
 def chain(datasets: Sequence[ReplayData]) -> ReplayData:
     """Several trials as one replay: times run on (one frame interval between trials) and
@@ -125,6 +145,7 @@ def chain(datasets: Sequence[ReplayData]) -> ReplayData:
         _owners=list(datasets),
     )
 
+
 class _Head:
     """The first n items of an indexable, without reading them."""
 
@@ -138,6 +159,7 @@ class _Head:
         if not 0 <= i < self._n:
             raise IndexError(i)
         return self._inner[i]
+
 
 def load_replay_data(path: Path) -> list[ReplayData]:
     """One ReplayData per trial: a single `.h5` file, or every trial of a dataset directory."""

@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tools.bench.latency import BenchSettings
 
+
 HELDOUT_ANIMAL_INDEX = 7  # the simulator's bench preset has 8 animals; the last one is held out
 TRAIN_ANIMALS = 3
 
 
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
 
 def simulate_animal(out_dir: Path, animal_index: int, n_trials: int, seconds: float, settings: BenchSettings,
                     first_trial: int = 0) -> Path:
@@ -53,6 +55,7 @@ def simulate_animal(out_dir: Path, animal_index: int, n_trials: int, seconds: fl
                            "purpose": "replay-bench"})
     return out_dir
 
+
 def prepare_heldout(settings: BenchSettings) -> Path:
     """The held-out animal's trials, enough frames for the run (cached in the work directory)."""
     seconds = float(min(60, max(4, math.ceil(settings.frames / settings.rate_fps) + 2)))
@@ -61,6 +64,7 @@ def prepare_heldout(settings: BenchSettings) -> Path:
     key = _key("heldout", settings.seed, settings.rate_fps, settings.frame_shape, n_trials, seconds)
     out = settings.work_dir / f"heldout-{key}"
     return simulate_animal(out, HELDOUT_ANIMAL_INDEX, n_trials, seconds, settings)
+
 
 CALIBRATION_TRIAL = 1000  # the held-out animal's calibration trial: never one of the replayed ones
 

@@ -48,7 +48,7 @@ from tools.bench.processes import (
     start_echo,
     use_realtime_scheduling,
 )
-from tools.bench.ramp import cycled, find_sustained_rate, ramp_rates
+from tools.bench.ramp import cycled, explain_ramp, find_sustained_rate, ramp_rates
 from tools.bench.replay import ReplayOptions, replay
 from tools.bench.report import (
     LatencyReport,
@@ -72,7 +72,7 @@ class BenchSettings:
     data: Path | None = None
     bundle: Path | None = None
     frames: int = 5000
-    floor_frames: int | None = None  # echo and inference floor; None: as many as `frames`
+    floor_frames: int | None = 3000  # each echo floor and the inference floor; None: as many as `frames`
     naive_frames: int = 1000
     rate_fps: float = 30.0
     frame_shape: tuple[int, int] = (256, 256)
@@ -84,12 +84,13 @@ class BenchSettings:
     ramp: bool = True
     ramp_step_s: float = 3.0
     ramp_min_frames: int = 300
-    ramp_max_fps: float = 2000.0
+    ramp_max_fps: float = 8000.0
     ramp_refine: int = 2
     naive: bool = True
     realtime_priority: int | None = None  # SCHED_FIFO priority for every measured process
     progress: bool = True
     command: str = ""
+
 
 @dataclass
 class RunResult:
@@ -105,12 +106,14 @@ class RunResult:
     daemon_counters: dict[str, int] | None = None  # its counters' change over the run
     breakdown: dict[str, LatencyStats] = dataclasses.field(default_factory=dict)  # hop by hop
 
+
 def daemon_status(control_endpoint: str, timeout_s: float = 10.0) -> dict[str, Any]:
     """The daemon's status report over its control socket (counters, backend, mode, ...)."""
     from protocols.client import ControlClient
 
     with ControlClient(control_endpoint) as client:
         return dict(client.request("status", timeout=timeout_s).data)
+
 
 def _status_when_ready(process: ManagedProcess, control_endpoint: str, timeout_s: float) -> dict[str, Any]:
     """Ask for status until the daemon answers (it loads and warms up its model first)."""
@@ -123,6 +126,7 @@ def _status_when_ready(process: ManagedProcess, control_endpoint: str, timeout_s
             if time.monotonic() > deadline:
                 raise BenchError(f"{process.name} did not answer on {control_endpoint} within {timeout_s:g} s:\n"
                                  f"{process.log_tail()}") from None
+
 
 def replay_through(process: ManagedProcess, name: str, data: ReplayData, endpoints: Mapping[str, str],
                    rate: RateSpec, *, start_seq: int = 0, progress: bool = True,
@@ -163,6 +167,7 @@ def replay_through(process: ManagedProcess, name: str, data: ReplayData, endpoin
     return RunResult(name, report, str(rate), achieved, late_p99, seconds, after, counters,
                      latency_breakdown(result))
 
+
 INFERENCE_POOL_FRAMES = 512  # distinct recorded frames held in memory for the inference floor
 
 def measure_inference_floor(bundle_path: Path, data: ReplayData, n_frames: int, backend_name: str, threads: int,
@@ -195,6 +200,7 @@ def measure_inference_floor(bundle_path: Path, data: ReplayData, n_frames: int, 
     info["describe"] = result.get("describe", {})
     return latency_stats_us(samples["streaming"]), samples["streaming"] / 1e3, info
 
+
 def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     """Everything, in order; returns the latency.json payload (also written to disk)."""
     started = time.monotonic()
@@ -210,8 +216,9 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     if len(data) < settings.frames:
         log.warning("the recording is shorter than --frames; replaying all of it", frames=len(data),
                     requested=settings.frames)
-    main_data = data.limited(settings.frames)
-    floor_data = data.limited(settings.floor_frames or settings.frames)
+    # Every frame any run sends is in RAM before the first clock starts (one copy, shared).
+    main_data = data.limited(settings.frames).preloaded()
+    floor_data = main_data.limited(settings.floor_frames or settings.frames)
     if settings.bundle is not None:
         bundle_path, model_info = settings.bundle, {"how": f"given bundle {settings.bundle}"}
     else:
@@ -230,11 +237,16 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
                                "frame": f"{frame.shape[0]} x {frame.shape[1]} {frame.dtype}", "model": model_info,
                                "data": str(data_path), "load_before": load_before}
 
-    # 1. Transport floor: the same frames through a bare echo.
-    endpoints = loopback_endpoints()
+    # 1. Floors: the same frames through the bare pyzmq echo, then through the protocol echo.
     rt = settings.realtime_priority
     if rt is not None:  # after the inputs are ready: simulation and training stay at normal priority
         use_realtime_scheduling(rt)
+    endpoints = loopback_endpoints()
+    with start_echo(endpoints, runs_dir / "bare-echo.log", rt, bare=True) as bare_echo:
+        bare = replay_through(bare_echo, "bare echo", floor_data, endpoints, rate, progress=progress,
+                              save_to=runs_dir / "bare-echo.npz")
+    log.info("bare floor", **_rounded(bare.report.end_to_end))
+    endpoints = loopback_endpoints()
     with start_echo(endpoints, runs_dir / "echo.log", rt) as echo:
         transport = replay_through(echo, "echo", floor_data, endpoints, rate, progress=progress,
                                    save_to=runs_dir / "echo.npz")
@@ -267,20 +279,23 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
                 f = step.report.frames
                 kept_pace = step.achieved_fps >= 0.95 * fps
                 ok = f.skipped == 0 and f.lost == 0 and kept_pace
+                infer = (step.daemon_status or {}).get("latency_us", {})
                 record = {"frames": f.as_dict(), "achieved_fps": round(step.achieved_fps, 1),
                           "publisher_kept_pace": kept_pace, "publisher_late_p99_us": step.pacing_late_p99_us,
+                          "end_to_end_p50_us": step.report.end_to_end["p50_us"],
                           "end_to_end_p99_us": step.report.end_to_end["p99_us"],
-                          "daemon_p99_us": step.report.daemon["p99_us"]}
+                          "daemon_p50_us": step.report.daemon["p50_us"],
+                          "daemon_p99_us": step.report.daemon["p99_us"],
+                          "daemon_max_us": step.report.daemon["max_us"],
+                          "daemon_infer_p50_us": infer.get("infer_p50_us"),
+                          "daemon_infer_p99_us": infer.get("infer_p99_us")}
                 log.info("ramp step", rate_fps=fps, ok=ok, skipped=f.skipped, lost=f.lost,
                          achieved_fps=record["achieved_fps"])
                 return ok, record
 
             sustained, ramp_steps = find_sustained_rate(
                 run_at, ramp_rates(settings.rate_fps, settings.ramp_max_fps), settings.ramp_refine)
-            if ramp_steps and all(s["ok"] for s in ramp_steps):
-                details["ramp_note"] = f"no skip up to the highest rate tried, {settings.ramp_max_fps:g} frames/s"
-            elif sustained is None:
-                details["ramp_note"] = f"frames skipped already at {ramp_steps[0]['rate_fps']:g} frames/s, the lowest rate tried"
+            details["ramp_note"] = explain_ramp(ramp_steps, sustained, settings.ramp_max_fps)
     details["daemon_exit_code"] = daemon.returncode
     details["ramp"] = ramp_steps
 
@@ -305,14 +320,15 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     machine["scheduling"] = "SCHED_OTHER (default)" if rt is None else f"SCHED_FIFO priority {rt}"
     machine["load_average_before"] = load_before
     machine["load_average_after"] = details["load_after"]
-    result = assemble_result(daemon=main.report, transport=transport.report.end_to_end, inference=inference_stats,
+    result = assemble_result(daemon=main.report, bare=bare.report.end_to_end, transport=transport.report.end_to_end,
+                             inference=inference_stats,
                              naive=naive_stats, sustained_fps=sustained, backend=settings.backend, machine=machine)
     details["targets"] = target_checks(result, details.get("ramp_note"))
     details["runs"] = {
         run.name: {"rate": run.rate, "achieved_fps": round(run.achieved_fps, 2), "seconds": round(run.seconds, 1),
                    "pacing_late_p99_us": run.pacing_late_p99_us, "report": run.report.as_dict(),
                    "breakdown": run.breakdown, "daemon_counters": run.daemon_counters}
-        for run in (transport, main, *([naive] if settings.naive else []))
+        for run in (bare, transport, main, *([naive] if settings.naive else []))
     }
     details["seconds"] = round(time.monotonic() - started, 1)
 
@@ -323,13 +339,15 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     tmp = md_path.with_name(f".{md_path.name}.tmp")
     tmp.write_text(format_markdown(result, details))
     os.replace(tmp, md_path)
-    series = {"transport floor (echo)": transport.report.end_to_end_us, "inference floor": inference_us,
+    series = {"bare floor (pyzmq echo)": bare.report.end_to_end_us,
+              "transport floor (protocol echo)": transport.report.end_to_end_us, "inference floor": inference_us,
               "daemon share": main.report.daemon_us, "daemon end-to-end": main.report.end_to_end_us}
     if len(naive_us):
         series["naive baseline end-to-end"] = naive_us
     plot_latency(series, out.with_suffix(".png"),
                  title=f"{details['frame']} at {settings.rate_fps:g} frames/s, backend {settings.backend}")
     return result
+
 
 def _check_daemon_runs(run: RunResult, backend: str, mode: str) -> None:
     """The daemon must have served with the backend and mode asked for (no silent fallback)."""
@@ -338,8 +356,10 @@ def _check_daemon_runs(run: RunResult, backend: str, mode: str) -> None:
     if backend != "auto" and got != (backend, mode):
         raise BenchError(f"{run.name}: the daemon ran backend/mode {got}, not {(backend, mode)}")
 
+
 def _rounded(stats: Mapping[str, float | None]) -> dict[str, float | None]:
     return {k: (None if v is None else round(v, 1)) for k, v in stats.items()}
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     d = BenchSettings()
@@ -366,6 +386,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "as deploy/ suggests for a tuned rig; needs CAP_SYS_NICE")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     for name in ("frames", "naive_frames", "threads", "train_steps"):
         if getattr(args, name) < 1:
@@ -389,11 +410,13 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         progress=not args.no_progress, command=_command_line(),
     )
 
+
 def _command_line() -> str:
     argv = list(sys.argv)
     if Path(argv[0]).name in ("actionloop", "cli.py"):
         argv[0] = "actionloop"
     return shlex.join(argv)
+
 
 def run(args: argparse.Namespace) -> int:
     try:
@@ -409,11 +432,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log.warning("benchmark interrupted; nothing written")
         return 130
-    table = {"transport floor": result["transport_floor"], "inference floor": result["inference_floor"],
+    table = {"bare floor": result["bare_floor"], "transport floor": result["transport_floor"], "inference floor": result["inference_floor"],
              "daemon share": result["daemon"], "daemon end-to-end": result["end_to_end"],
              "naive baseline": result["naive_baseline"]}
     print(format_latency_table(table))
-    print(f"overhead ratio {result['overhead_ratio']}, sustained {result['sustained_fps']} frames/s, "
+    print(f"overhead ratio p50 {result['overhead_ratio_p50']}, p99 {result['overhead_ratio_p99']}, sustained {result['sustained_fps']} frames/s, "
           f"frames {result['frames']}, accuracy {result['accuracy']}")
     print(f"wrote {settings.out}, {settings.out.with_suffix('.md')}, {settings.out.with_suffix('.png')}")
     return 0

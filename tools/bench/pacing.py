@@ -51,6 +51,7 @@ class RateSpec:
             return f"{self.value:g}fps"
         return self.kind
 
+
 def schedule_offsets_ns(rate: RateSpec, frame_times_s: np.ndarray) -> np.ndarray | None:
     """Publish time of each frame relative to the first, in ns; None for `max` (no schedule).
 
@@ -67,6 +68,7 @@ def schedule_offsets_ns(rate: RateSpec, frame_times_s: np.ndarray) -> np.ndarray
     speed = rate.value if rate.kind == "speed" else 1.0
     relative = (times - times[0]) if n else times
     return np.round(relative * (1e9 / speed)).astype(np.int64)
+
 
 class DeadlinePacer:
     """Waits for absolute deadlines `start + offset[i]`: lateness never accumulates (no drift).

@@ -26,14 +26,17 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class BenchError(RuntimeError):
     """The benchmark cannot go on; the message says which step failed and why."""
 
+
 def free_tcp_port() -> int:
     """A port free on loopback right now (the OS picks it; a tiny race before use is accepted)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
+
 def loopback_endpoints() -> dict[str, str]:
     return {name: f"tcp://127.0.0.1:{free_tcp_port()}" for name in ("frames", "actions", "control")}
+
 
 class ManagedProcess:
     """A child process with its output in a log file; stopped with SIGTERM, killed if it hangs."""
@@ -84,16 +87,21 @@ class ManagedProcess:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+
 def _child_env(extra: Mapping[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTIONLOOP_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     env.update(extra)
     return env
 
-def start_echo(endpoints: Mapping[str, str], log_path: Path, realtime_priority: int | None = None) -> ManagedProcess:
+
+def start_echo(endpoints: Mapping[str, str], log_path: Path, realtime_priority: int | None = None, *,
+               bare: bool = False) -> ManagedProcess:
+    """The protocol echo (the transport floor), or with `bare` the bare pyzmq echo."""
     argv = [sys.executable, "-m", "tools.bench.echo", "--frames-endpoint", endpoints["frames"],
-            "--actions-endpoint", endpoints["actions"]]
-    return ManagedProcess("echo", argv, _child_env({}), log_path, realtime_priority)
+            "--actions-endpoint", endpoints["actions"], *(["--bare"] if bare else [])]
+    return ManagedProcess("bare echo" if bare else "echo", argv, _child_env({}), log_path, realtime_priority)
+
 
 def daemon_env(bundle: Path, endpoints: Mapping[str, str], backend: str, mode: str, threads: int,
                decision_log: Path) -> dict[str, str]:
@@ -111,11 +119,13 @@ def daemon_env(bundle: Path, endpoints: Mapping[str, str], backend: str, mode: s
         "ACTIONLOOP_LOGGING__FORMAT": "json",
     }
 
+
 def start_daemon(bundle: Path, endpoints: Mapping[str, str], backend: str, mode: str, threads: int,
                  run_dir: Path, realtime_priority: int | None = None) -> ManagedProcess:
     env = _child_env(daemon_env(bundle, endpoints, backend, mode, threads, run_dir / "decisions.msgpack"))
     return ManagedProcess(f"daemon ({backend}, {mode})", [sys.executable, "-m", "decoder"], env,
                           run_dir / "daemon.log", realtime_priority)
+
 
 def use_realtime_scheduling(priority: int) -> None:
     """SCHED_FIFO for this process's current thread; threads started later inherit it."""

@@ -43,7 +43,8 @@ def find_sustained_rate(run_at: Callable[[float], tuple[bool, dict[str, Any]]], 
                 hi = float(mid)
     return best, steps
 
-def ramp_rates(start_fps: float, max_fps: float, must_include: Sequence[float] = (300.0,)) -> list[float]:
+
+def ramp_rates(start_fps: float, max_fps: float, must_include: Sequence[float] = (300.0, 1000.0)) -> list[float]:
     """The base rate, then doubling rates up to `max_fps`, plus the target rates on the way."""
     rates: set[float] = set()
     rate = start_fps
@@ -53,11 +54,13 @@ def ramp_rates(start_fps: float, max_fps: float, must_include: Sequence[float] =
     rates.update(float(r) for r in must_include if start_fps < r <= max_fps)
     return sorted(rates)
 
+
 class _Cycled:
     """Frames of `data` repeated to any length (the throughput ramp needs more than a trial)."""
 
     def __init__(self, data: ReplayData, n: int) -> None:
         self._data, self._n = data, n
+        self.in_memory = data.in_memory  # views of preloaded frames: nothing to read
 
     def __len__(self) -> int:
         return self._n
@@ -67,6 +70,36 @@ class _Cycled:
             raise IndexError(i)
         return self._data.frames[i % len(self._data)]
 
+
 def cycled(data: ReplayData, n: int) -> ReplayData:
     return ReplayData(frames=_Cycled(data, n), times_s=np.arange(n, dtype=np.float64), name=data.name,
                       _owners=[])
+
+
+def explain_ramp(steps: Sequence[dict[str, Any]], sustained: float | None, max_fps: float) -> str:
+    """Where and why the ramp stopped, from the first failing step's own numbers."""
+    if not steps:
+        return "ramp not run"
+    failed = next((s for s in steps if not s["ok"]), None)
+    if failed is None:
+        return f"no skip up to the highest rate tried, {max_fps:g} frames/s"
+    rate = failed["rate_fps"]
+    f = failed["frames"]
+    where = (f"skips begin between {sustained:g} and {rate:g} frames/s" if sustained is not None
+             else f"frames skipped already at {rate:g} frames/s, the lowest rate tried")
+    if not failed.get("publisher_kept_pace", True):
+        return (f"{where}: the replay itself could not send {rate:g} frames/s (achieved "
+                f"{failed['achieved_fps']:g}, pacing late by p99 {_us(failed.get('publisher_late_p99_us'))}), so the "
+                "limit there is the sender sharing the CPUs, not the daemon")
+    interval_us = 1e6 / rate
+    return (f"{where}: at {rate:g} frames/s (one frame every {interval_us:.0f} us) the daemon skipped "
+            f"{f['skipped']} and lost {f['lost']} of {f['sent']} frames while the replay kept pace; its receive -> "
+            f"publish took p50 {_us(failed.get('daemon_p50_us'))}, p99 {_us(failed.get('daemon_p99_us'))}, max "
+            f"{_us(failed.get('daemon_max_us'))} (inference p50 {_us(failed.get('daemon_infer_p50_us'))}), so it "
+            "keeps up on average, and every stall longer than about one frame interval (the replay, the "
+            "daemon and ZeroMQ's I/O threads share the CPUs) lets two frames queue, of which latest-wins "
+            "decodes the newer and skips the older")
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f} us"
