@@ -74,6 +74,7 @@ class BenchSettings:
     frames: int = 5000
     floor_frames: int | None = 3000  # each echo floor and the inference floor; None: as many as `frames`
     naive_frames: int = 1000
+    paced_frames: int = 600  # inference alone paced at `rate_fps`, beside the floor (a diagnosis)
     rate_fps: float = 30.0
     frame_shape: tuple[int, int] = (256, 256)
     backend: str = "onnxruntime"
@@ -171,8 +172,13 @@ def replay_through(process: ManagedProcess, name: str, data: ReplayData, endpoin
 INFERENCE_POOL_FRAMES = 512  # distinct recorded frames held in memory for the inference floor
 
 def measure_inference_floor(bundle_path: Path, data: ReplayData, n_frames: int, backend_name: str, threads: int,
-                            progress: bool = True) -> tuple[LatencyStats, np.ndarray, dict[str, Any]]:
+                            progress: bool = True, paced_fps: float | None = None,
+                            paced_frames: int = 0) -> tuple[LatencyStats, np.ndarray, dict[str, Any]]:
     """The backend alone on the same frames: per-frame streaming cost (encode + temporal head).
+
+    With `paced_fps`, also the same calls paced at that rate (`paced_frames` of them, sleeping
+    between calls as a daemon does between frames): reported beside the floor, in `info`, to
+    show what the model costs on a core that wakes up for each frame.
 
     Uses the inference benchmark's own timing loop (tools/bench_inference.py: warm-up, interleaved
     blocks with whole-window inference, garbage collector paused inside blocks) in this process,
@@ -183,7 +189,7 @@ def measure_inference_floor(bundle_path: Path, data: ReplayData, n_frames: int, 
 
     from decoder.backends import create_backend
     from protocols.bundle import load_bundle
-    from tools.bench.inference import bench_backend
+    from tools.bench.inference import bench_backend, paced_streaming
 
     bundle = load_bundle(bundle_path)
     pool = np.stack([data.frame(i) for i in range(min(len(data), INFERENCE_POOL_FRAMES))])
@@ -193,11 +199,15 @@ def measure_inference_floor(bundle_path: Path, data: ReplayData, n_frames: int, 
         with tqdm(total=4 * n_frames, desc="inference floor", unit="call", disable=not progress,
                   mininterval=0.5) as bar:
             result = bench_backend(backend, pool, n_frames, warmup=200, block=50, progress=bar)
+        paced = (paced_streaming(backend, pool, paced_frames, 1.0 / paced_fps)
+                 if paced_fps is not None and paced_frames > 0 else None)
     finally:
         backend.close()
     samples = result.pop("_samples_ns")
     info = {k: v for k, v in result.items() if k != "describe"}
     info["describe"] = result.get("describe", {})
+    if paced is not None:
+        info["paced"] = {"rate_fps": paced_fps, "frames": len(paced), **latency_stats_us(paced)}
     return latency_stats_us(samples["streaming"]), samples["streaming"] / 1e3, info
 
 
@@ -254,8 +264,11 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
 
     # 2. Inference floor: the backend alone on the same frames.
     inference_stats, inference_us, inference_info = measure_inference_floor(
-        bundle_path, floor_data, len(floor_data), settings.backend, settings.threads, progress)
+        bundle_path, floor_data, len(floor_data), settings.backend, settings.threads, progress,
+        paced_fps=settings.rate_fps, paced_frames=settings.paced_frames)
     log.info("inference floor", **_rounded(inference_stats))
+    if "paced" in inference_info:
+        log.info("inference alone at the replay rate", **_rounded(inference_info["paced"]))
     details["inference"] = _json_safe(inference_info)
 
     # 3. The daemon, then the throughput ramp on the same process.

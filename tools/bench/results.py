@@ -171,6 +171,10 @@ def format_markdown(result: Mapping[str, Any], details: Mapping[str, Any]) -> st
         "| path | p50 | p90 | p99 | p99.9 | max |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    paced = details.get("inference", {}).get("paced")
+    if paced:  # a diagnosis beside the floor, not part of any ratio
+        rows.insert(3, (f"inference alone paced at {paced['rate_fps']:g} frames/s (sleeping between calls, "
+                        f"{paced['frames']} calls)", paced))
     for name, stats in rows:
         lines.append(f"| {name} | " + " | ".join(_ms(stats.get(k)) for k in STAT_KEYS) + " |")
     f = result["frames"]
