@@ -4,11 +4,11 @@ Format: a msgpack stream. The first object of every file is a map
 ``{"actionloop_decision_log": 1, "created_ns": <time_ns>}``; each following object is an array of
 the message's wire parts exactly as they went out on the socket (``[topic, header]``, both
 binary), so a record is decoded with ``protocols.codec.decode`` and the log defines no second
-format. The daemon's hot-path thread writes each batch of records right after publishing it
-(one ``write`` into the page cache, no other thread woken): a SIGTERM loses nothing, a crash or
-SIGKILL at most the records of the frame being published (power loss can still drop what the
-page cache held). Files rotate by size: ``decisions.msgpack`` is the current one, ``.1`` the
-previous, up to ``keep``.
+format. The daemon's hot-path thread writes each batch of records about a millisecond after
+publishing it, when no frame is waiting (one ``write`` into the page cache, no other thread
+woken): a SIGTERM loses nothing, a crash or SIGKILL at most the last ~2 ms of records (power
+loss can still drop what the page cache held). Files rotate by size: ``decisions.msgpack`` is
+the current one, ``.1`` the previous, up to ``keep``.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ class DecisionLogWriter:
 
     ``append`` only packs the record and queues it (no system call, nothing woken).
     ``write_pending`` writes everything queued with one unbuffered ``write`` if nobody else holds
-    the file (it never waits for a lock): the daemon's hot-path thread calls it after each
-    frame's messages are out, so records reach the kernel within microseconds of their send.
+    the file (it never waits for a lock): the daemon's hot-path thread calls it once no frame has
+    come for a millisecond after a send (or once the oldest record is 2 ms old), so records reach
+    the kernel within about a millisecond of their send.
     A timer thread (every ``flush_interval_s``, not per record) writes whatever is left over and
     rotates the file by size, so neither an ``fsync`` nor a rename ever runs on the hot path;
     ``close`` (a clean shutdown, SIGTERM) writes everything and fsyncs. A disk that stalls or
@@ -81,6 +82,7 @@ class DecisionLogWriter:
         self.write_errors = 0
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # used by append's thread only
         self._pending: collections.deque[bytes] = collections.deque()  # append/popleft are thread-safe
+        self.pending_since_ns = 0  # monotonic time the oldest queued record was appended
         self._file: io.FileIO | None = None
         self._size = 0
         self._io_lock = threading.Lock()  # the file: hot path vs timer thread vs flush()/close()
@@ -107,8 +109,14 @@ class DecisionLogWriter:
             if self.records_dropped == 1 or self.records_dropped % 10_000 == 0:
                 log.error("decision log cannot keep up; dropping records", dropped=self.records_dropped)
             return False
+        if not self._pending:
+            self.pending_since_ns = time.monotonic_ns()
         self._pending.append(self._packer.pack(list(parts)))
         return True
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
 
     def write_pending(self) -> None:
         """Write what is queued now, unless another thread holds the file (then it stays queued

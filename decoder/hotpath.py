@@ -4,15 +4,17 @@ One dedicated thread owns the frame SUB socket, the model (through the pipeline)
 action PUB socket. Per frame, with no hop to another thread or to the event loop:
 
 1. wait: ``poll`` on the frame socket and the mailbox (ZeroMQ releases the GIL while it waits);
-2. receive: take every frame waiting, NOBLOCK; validate each (shape, dtype, finite values,
-   sequence gaps counted); the newest valid one wins, the others are counted as skipped;
+2. receive: the oldest frame waiting, NOBLOCK, validated (shape, dtype, finite values,
+   sequence gaps counted): it found the thread idle, so it is decoded;
 3. decode: the streaming pipeline (encode the frame once, temporal head, debounce);
 4. publish: the action and any onset/offset events on the PUB socket; their decision-log
    records are queued;
 5. run what the event loop handed over meanwhile (a status heartbeat to publish, a model swap,
    pause/resume), between two frames;
-6. write the queued decision-log records (one ``write``, no wait on a lock, no other thread
-   woken), then wait again.
+6. latest wins: take every frame that arrived during the decision, NOBLOCK; the newest valid
+   one is decoded next (back to 3), the others are counted as skipped;
+7. when no frame comes for a millisecond (or the oldest record is 2 ms old), write the queued
+   decision-log records with one ``write`` (no wait on a lock, no other thread woken).
 
 Everything that is not per frame (control, heartbeat, watchdog, summaries, reload) runs on the
 event loop and talks to this thread only through ``Mailbox`` and plain attributes (counters,
@@ -44,6 +46,10 @@ log = structlog.get_logger(__name__)
 
 # Frames read in one drain at most; ZeroMQ holds at most `frames_rcvhwm` anyway.
 MAX_DRAIN = 4096
+# Decision-log records reach the file once no frame came for this long after them, or at the
+# latest once the oldest waiting record is this old (frames arriving back to back).
+LOG_IDLE_MS = 1
+LOG_MAX_AGE_NS = 2_000_000
 
 
 class HotPath:
@@ -88,18 +94,46 @@ class HotPath:
         poller = zmq.Poller()
         poller.register(self.frames, zmq.POLLIN)
         poller.register(self.mailbox.receiver, zmq.POLLIN)
-        write_log = self.decision_log.write_pending if self.decision_log is not None else None
+        decision_log = self.decision_log
+        clock = time.monotonic_ns
         while not self.stopped:
-            poller.poll()  # blocks with the GIL released
-            newest = self._take_newest()
-            if newest is not None:
-                self._decide(*newest)
+            # Wait with the GIL released. Records waiting for the decision log are written once
+            # no frame has come for LOG_IDLE_MS, so the write never sits between a send and the
+            # I/O thread that puts the action on the wire.
+            idle_write = decision_log is not None and decision_log.has_pending
+            if not poller.poll(LOG_IDLE_MS if idle_write else None):
+                decision_log.write_pending()  # type: ignore[union-attr]
+                continue
+            frame = self._take_first()
+            while frame is not None:  # decide, then whatever arrived meanwhile: newest wins
+                self._decide(*frame)
+                self.mailbox.run_pending(self.call, self._is_stopped)
+                if self.stopped:
+                    break
+                if decision_log is not None and clock() - decision_log.pending_since_ns > LOG_MAX_AGE_NS:
+                    decision_log.write_pending()  # frames keep coming: do not wait for a gap
+                frame = self._take_newest()
             self.mailbox.run_pending(self.call, self._is_stopped)
-            if write_log is not None:
-                write_log()
+        if decision_log is not None:
+            decision_log.write_pending()
+
+    def _take_first(self) -> tuple[FrameHeader, np.ndarray, int] | None:
+        """The oldest valid frame waiting (it found the thread idle: it is decoded, not skipped)."""
+        recv = self.frames.recv_multipart
+        clock = time.monotonic_ns
+        for _ in range(MAX_DRAIN):
+            try:
+                parts = recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return None
+            accepted = self._accept(parts, clock())
+            if accepted is not None:
+                return accepted
+        return None
 
     def _take_newest(self) -> tuple[FrameHeader, np.ndarray, int] | None:
-        """Every frame waiting, NOBLOCK; the newest valid one wins, the rest count as skipped."""
+        """Every frame that arrived during a decision, NOBLOCK; the newest valid one wins, the
+        rest count as skipped."""
         newest: tuple[FrameHeader, np.ndarray, int] | None = None
         recv = self.frames.recv_multipart
         clock = time.monotonic_ns

@@ -141,6 +141,30 @@ async def test_overload_decodes_the_newest_frame_and_counts_every_skip(start_ser
     assert status["counters"]["frames_decoded"] == len(actions)
 
 
+async def test_frames_that_reach_an_idle_daemon_together_are_all_decoded(start_service: Any, daemon_bundle: Path, kit: Any) -> None:
+    """Latest-wins skips only frames that arrived while another was being decided: a burst that
+    finds the daemon idle (two frames in one TCP read, say) is decoded frame by frame."""
+    h = await start_service(daemon_bundle)
+    frames = kit.frames_for(40)
+    for pair in range(20):
+        h.publisher.publish(frames[2 * pair], seq=2 * pair)
+        h.publisher.publish(frames[2 * pair + 1], seq=2 * pair + 1)
+        await asyncio.sleep(0.05)
+    await h.drain(quiet_s=0.3)
+    actions = h.actions()
+    assert [a.seq for a in actions] == list(range(40))
+    assert sum(a.skipped for a in actions) == 0
+
+
+async def test_decisions_reach_the_log_within_milliseconds(start_service: Any, daemon_bundle: Path, kit: Any) -> None:
+    """What a SIGKILL could lose: records reach the file about a millisecond after their send."""
+    h = await start_service(daemon_bundle)
+    action = (await h.lockstep(kit.frames_for(1)))[0]
+    await asyncio.sleep(0.02)
+    logged = [decode(parts) for parts in read_records(h.service.settings.decision_log.path)]
+    assert action in logged
+
+
 async def test_upstream_gaps_are_counted_and_a_large_one_resets_the_window(start_service: Any, daemon_bundle: Path, kit: Any) -> None:
     h = await start_service(daemon_bundle, policy={"max_gap_frames": 3})
     frames = kit.frames_for(40)
