@@ -119,6 +119,8 @@ def test_the_ramp_says_why_it_stopped() -> None:
     slow_sender = dict(skipped, publisher_kept_pace=False, achieved_fps=700.0, publisher_late_p99_us=2500.0)
     assert "the replay itself could not send 960 frames/s" in explain_ramp([ok, slow_sender], 480.0, 8000)
     assert explain_ramp([ok], 480.0, 480.0) == "no skip up to the highest rate tried, 480 frames/s"
+    bursty = dict(skipped, daemon_max_us=900.0, publisher_bursts=3, publisher_late_p99_us=2900.0)
+    assert "sent 3 frames less than half an interval after the previous one" in explain_ramp([ok, bursty], 480.0, 8000)
 
 
 def test_daemon_settings_from_the_environment_are_what_the_daemon_reads(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

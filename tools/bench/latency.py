@@ -72,7 +72,7 @@ class BenchSettings:
     data: Path | None = None
     bundle: Path | None = None
     frames: int = 5000
-    floor_frames: int | None = 3000  # each echo floor and the inference floor; None: as many as `frames`
+    floor_frames: int | None = None  # each echo floor and the inference floor; None: as many as `frames`
     naive_frames: int = 1000
     paced_frames: int = 600  # inference alone paced at `rate_fps`, beside the floor (a diagnosis)
     rate_fps: float = 30.0
@@ -106,6 +106,7 @@ class RunResult:
     daemon_status: dict[str, Any] | None = None  # the daemon's own status after the run
     daemon_counters: dict[str, int] | None = None  # its counters' change over the run
     breakdown: dict[str, LatencyStats] = dataclasses.field(default_factory=dict)  # hop by hop
+    send_bursts: int = 0  # frames the replay sent less than half a frame interval after the previous one
 
 
 def daemon_status(control_endpoint: str, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -165,8 +166,10 @@ def replay_through(process: ManagedProcess, name: str, data: ReplayData, endpoin
     achieved = (len(result.sent_ns) - 1) / span_s if span_s > 0 else math.inf
     late = result.pacing_late_ns
     late_p99 = float(np.percentile(late, 99) / 1e3) if late is not None and len(late) else None
+    gaps = np.diff(result.sent_ns)
+    bursts = int(np.count_nonzero(gaps < 0.5 * np.median(gaps))) if len(gaps) > 1 else 0
     return RunResult(name, report, str(rate), achieved, late_p99, seconds, after, counters,
-                     latency_breakdown(result))
+                     latency_breakdown(result), bursts)
 
 
 INFERENCE_POOL_FRAMES = 512  # distinct recorded frames held in memory for the inference floor
@@ -295,6 +298,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
                 infer = (step.daemon_status or {}).get("latency_us", {})
                 record = {"frames": f.as_dict(), "achieved_fps": round(step.achieved_fps, 1),
                           "publisher_kept_pace": kept_pace, "publisher_late_p99_us": step.pacing_late_p99_us,
+                          "publisher_bursts": step.send_bursts,
                           "end_to_end_p50_us": step.report.end_to_end["p50_us"],
                           "end_to_end_p99_us": step.report.end_to_end["p99_us"],
                           "daemon_p50_us": step.report.daemon["p50_us"],

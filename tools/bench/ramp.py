@@ -92,6 +92,16 @@ def explain_ramp(steps: Sequence[dict[str, Any]], sustained: float | None, max_f
                 f"{failed['achieved_fps']:g}, pacing late by p99 {_us(failed.get('publisher_late_p99_us'))}), so the "
                 "limit there is the sender sharing the CPUs, not the daemon")
     interval_us = 1e6 / rate
+    slowest = failed.get("daemon_max_us")
+    bursts = failed.get("publisher_bursts", 0)
+    if slowest is not None and slowest < interval_us and bursts:
+        return (f"{where}: at {rate:g} frames/s (one frame every {interval_us:.0f} us) the daemon skipped "
+                f"{f['skipped']} and lost {f['lost']} of {f['sent']} frames although its slowest receive -> "
+                f"publish ({_us(slowest)}; p50 {_us(failed.get('daemon_p50_us'))}, inference p50 "
+                f"{_us(failed.get('daemon_infer_p50_us'))}) was shorter than a frame interval: the replay, "
+                f"late by p99 {_us(failed.get('publisher_late_p99_us'))} on the shared CPUs, sent {bursts} frames "
+                "less than half an interval after the previous one, and two frames that arrive within one "
+                "decision are one decoded, one skipped (latest-wins)")
     return (f"{where}: at {rate:g} frames/s (one frame every {interval_us:.0f} us) the daemon skipped "
             f"{f['skipped']} and lost {f['lost']} of {f['sent']} frames while the replay kept pace; its receive -> "
             f"publish took p50 {_us(failed.get('daemon_p50_us'))}, p99 {_us(failed.get('daemon_p99_us'))}, max "

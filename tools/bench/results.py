@@ -152,6 +152,19 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v / 1000:.2f}"
 
 
+def _beyond_floors(result: Mapping[str, Any], paced: Mapping[str, Any] | None) -> list[str]:
+    """What the daemon adds at p50 over the bare floor plus inference: with the tight-loop
+    floor (the target's terms) and, when measured, with inference paced at the replay rate."""
+    e2e, bare, inference = (result[k]["p50_us"] for k in ("end_to_end", "bare_floor", "inference_floor"))
+    if e2e is None or bare is None or inference is None:
+        return []
+    line = f"- end-to-end p50 beyond bare floor + inference floor: {(e2e - bare - inference) / 1000:.2f} ms"
+    if paced and paced.get("p50_us") is not None:
+        line += (f"; beyond bare floor + inference paced at {paced['rate_fps']:g} frames/s: "
+                 f"{(e2e - bare - paced['p50_us']) / 1000:.2f} ms")
+    return [line]
+
+
 def format_markdown(result: Mapping[str, Any], details: Mapping[str, Any]) -> str:
     """The table the README embeds: latency side by side, frame counts, targets, machine."""
     m = result["machine"]
@@ -185,6 +198,7 @@ def format_markdown(result: Mapping[str, Any], details: Mapping[str, Any]) -> st
         "",
         "- overhead ratio, daemon end-to-end / (bare floor + inference alone): "
         f"**{'-' if r50 is None else f'{r50:.2f}'}** at p50, **{'-' if r99 is None else f'{r99:.2f}'}** at p99",
+        *_beyond_floors(result, paced),
         f"- frames: sent {f['sent']}, decoded {f['decoded']}, skipped {f['skipped']}, lost {f['lost']}",
         f"- highest sustained zero-skip rate: **{sustained} frames/s**"
         + (f" ({details.get('ramp_note')})" if details.get("ramp_note") else ""),
