@@ -4,10 +4,11 @@ Format: a msgpack stream. The first object of every file is a map
 ``{"actionloop_decision_log": 1, "created_ns": <time_ns>}``; each following object is an array of
 the message's wire parts exactly as they went out on the socket (``[topic, header]``, both
 binary), so a record is decoded with ``protocols.codec.decode`` and the log defines no second
-format. Records reach the kernel within a few milliseconds of the socket send (a writer
-thread batches them, so a slow disk never stalls decoding): a SIGTERM loses nothing, a crash or
-SIGKILL at most the last few ms (power loss can still drop what the page cache held). Files
-rotate by size: ``decisions.msgpack`` is the current one, ``.1`` the previous, up to ``keep``.
+format. The daemon's hot-path thread writes each batch of records about a millisecond after
+publishing it, when no frame is waiting (one ``write`` into the page cache, no other thread
+woken): a SIGTERM loses nothing, a crash or SIGKILL at most the last ~2 ms of records (power
+loss can still drop what the page cache held). Files rotate by size: ``decisions.msgpack`` is
+the current one, ``.1`` the previous, up to ``keep``.
 """
 
 from __future__ import annotations
@@ -48,15 +49,18 @@ def rotated_paths(path: Path) -> list[Path]:
 
 
 class DecisionLogWriter:
-    """Appends records from the event loop; a writer thread puts them in the file.
+    """Appends records queued by one thread; whoever owns the hot path writes them.
 
-    ``append`` only packs the record and queues it (no system call, no disk wait on the hot
-    path). The writer thread wakes when records arrive, lets ``flush_interval_s`` of them
-    gather, and writes them with one unbuffered ``write``: a crash or SIGKILL loses at most the
-    last ``flush_interval_s``; ``close`` (a clean shutdown, SIGTERM) writes everything and
-    fsyncs. A disk that stalls or fails never blocks decoding: write errors are counted and
-    logged, and if the backlog exceeds ``max_pending`` records new ones are dropped and counted.
-    Files rotate by size, in the writer thread.
+    ``append`` only packs the record and queues it (no system call, nothing woken).
+    ``write_pending`` writes everything queued with one unbuffered ``write`` if nobody else holds
+    the file (it never waits for a lock): the daemon's hot-path thread calls it once no frame has
+    come for a millisecond after a send (or once the oldest record is 2 ms old), so records reach
+    the kernel within about a millisecond of their send.
+    A timer thread (every ``flush_interval_s``, not per record) writes whatever is left over and
+    rotates the file by size, so neither an ``fsync`` nor a rename ever runs on the hot path;
+    ``close`` (a clean shutdown, SIGTERM) writes everything and fsyncs. A disk that stalls or
+    fails never blocks decoding: write errors are counted and logged, and if the backlog exceeds
+    ``max_pending`` records new ones are dropped and counted.
     """
 
     def __init__(
@@ -65,7 +69,7 @@ class DecisionLogWriter:
         rotate_bytes: int,
         keep: int,
         *,
-        flush_interval_s: float = 0.002,
+        flush_interval_s: float = 0.05,
         max_pending: int = 100_000,
     ) -> None:
         self.path = Path(path)
@@ -78,11 +82,11 @@ class DecisionLogWriter:
         self.write_errors = 0
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)  # used by append's thread only
         self._pending: collections.deque[bytes] = collections.deque()  # append/popleft are thread-safe
+        self.pending_since_ns = 0  # monotonic time the oldest queued record was appended
         self._file: io.FileIO | None = None
         self._size = 0
-        self._io_lock = threading.Lock()  # the file: writer thread vs flush()/close()
-        self._wake = threading.Event()
-        self._closing = False
+        self._io_lock = threading.Lock()  # the file: hot path vs timer thread vs flush()/close()
+        self._closing = threading.Event()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._open()  # errors here (read-only directory, ...) are startup errors: raised
         self._thread = threading.Thread(target=self._run, name="decision-log", daemon=True)
@@ -98,42 +102,54 @@ class DecisionLogWriter:
 
     def append(self, parts: Sequence[bytes]) -> bool:
         """Queue one published message (its wire parts). False if it had to be dropped."""
-        if self._closing or self._file is None:
+        if self._closing.is_set() or self._file is None:
             return False
         if len(self._pending) >= self.max_pending:
             self.records_dropped += 1
             if self.records_dropped == 1 or self.records_dropped % 10_000 == 0:
                 log.error("decision log cannot keep up; dropping records", dropped=self.records_dropped)
             return False
+        if not self._pending:
+            self.pending_since_ns = time.monotonic_ns()
         self._pending.append(self._packer.pack(list(parts)))
-        if not self._wake.is_set():
-            self._wake.set()
         return True
 
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def write_pending(self) -> None:
+        """Write what is queued now, unless another thread holds the file (then it stays queued
+        for the next call or the timer). Never rotates, never fsyncs, never waits."""
+        if not self._pending or not self._io_lock.acquire(blocking=False):
+            return
+        try:
+            self._write_batch()
+        finally:
+            self._io_lock.release()
+
     def _run(self) -> None:
-        while not self._closing:
-            self._wake.wait()
-            if self._closing:
-                return
-            time.sleep(self.flush_interval_s)  # let a few ms of records gather: one write for all
-            self._wake.clear()
-            self.flush()
+        while not self._closing.wait(self.flush_interval_s):
+            if self._pending or self._size >= self.rotate_bytes:
+                self.flush()
 
     def flush(self) -> None:
-        """Write every queued record now (any thread)."""
+        """Write every queued record now, and rotate if the file is due (any thread; waits for
+        the file)."""
         with self._io_lock:
-            batch: list[bytes] = []
-            while True:
-                try:
-                    batch.append(self._pending.popleft())
-                except IndexError:
-                    break
-            if not batch or self._file is None:
-                return
-            if self._write(b"".join(batch)):
-                self.records_written += len(batch)
-                if self._size >= self.rotate_bytes:
-                    self._rotate()
+            self._write_batch()
+            if self._file is not None and self._size >= self.rotate_bytes:
+                self._rotate()
+
+    def _write_batch(self) -> None:
+        batch: list[bytes] = []
+        pending = self._pending
+        while pending:
+            batch.append(pending.popleft())
+        if not batch or self._file is None:
+            return
+        if self._write(b"".join(batch) if len(batch) > 1 else batch[0]):
+            self.records_written += len(batch)
 
     def _write(self, data: bytes) -> bool:
         assert self._file is not None
@@ -186,13 +202,12 @@ class DecisionLogWriter:
 
     def close(self) -> None:
         """Write everything queued, fsync, close. Safe to call twice."""
-        if self._closing:
+        if self._closing.is_set():
             return
-        self._closing = True
-        self._wake.set()
+        self._closing.set()
         self._thread.join(timeout=5)
-        self.flush()
         with self._io_lock:
+            self._write_batch()
             if self._file is not None:
                 self._fsync()
                 self._file.close()

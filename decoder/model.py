@@ -65,7 +65,7 @@ class WholeWindowDecoder:
 
 @dataclass
 class LoadedModel:
-    """Everything the pipeline needs about one model. Owned by the inference thread once live."""
+    """Everything the pipeline needs about one model. Owned by the hot-path thread once live."""
 
     bundle: Bundle
     backend: Any  # decoder.backends Backend protocol

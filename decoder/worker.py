@@ -1,61 +1,38 @@
-"""The two joints of the run phase: the latest-frame slot and the dedicated inference thread.
+"""The threads of the service and the handoffs between them and the event loop.
 
-``LatestSlot`` joins receive and infer: while the model is busy it holds at most one waiting
-frame, and a newer one replaces it (the caller counts the old one as skipped). So the daemon
-always decodes the newest frame and never builds a queue; a frame that finds the model idle
-goes to it at once.
+``HotThread`` runs ``HotPath.run`` (decoder/hotpath.py) on one dedicated thread that owns the
+frame socket, the model and the action socket for the life of the service. The event loop
+talks to it only through a ``Mailbox``: a deque of calls plus a one-byte wake-up on an
+``inproc`` PAIR socket that the hot thread polls beside the frame socket. A call posted there
+runs on the hot thread between two frames (a model swap, pause/resume, a status heartbeat to
+publish); its result comes back to the loop through an ``asyncio`` future. Nothing per frame
+crosses a thread: frames never touch the mailbox.
 
-``InferenceThread`` runs blocking model calls one at a time, in submission order, on one
-thread that lives as long as the service: ONNX Runtime / TensorRT state stays on one thread,
-and the event loop never blocks. It is a daemon thread, so a model call that hangs forever
-cannot stop the process from exiting (the watchdog and shutdown timeouts catch it first).
+The hot thread is a daemon thread, so a model call that hangs forever cannot stop the process
+from exiting (the watchdog and the shutdown timeout catch it first).
+
+``run_in_daemon_thread`` runs one blocking call (model loading, engine builds) on a fresh
+daemon thread and awaits it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
+import collections
+import itertools
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import zmq
+
+if TYPE_CHECKING:
+    from decoder.hotpath import HotPath
 
 T = TypeVar("T")
 
-
-class LatestSlot(Generic[T]):
-    """A one-item mailbox where the newest item wins. Event-loop thread only."""
-
-    def __init__(self) -> None:
-        self._item: T | None = None
-        self._closed = False
-
-    def put(self, item: T) -> T | None:
-        """Store ``item``; returns the item it replaced (never decoded), if any."""
-        if self._closed:
-            raise RuntimeError("slot is closed")
-        replaced = self._item
-        self._item = item
-        return replaced
-
-    def take(self) -> T | None:
-        """The waiting item (None if there is none); the slot is empty afterwards."""
-        item, self._item = self._item, None
-        return item
-
-    def close(self) -> None:
-        """No more puts; ``take`` still returns the item already waiting."""
-        self._closed = True
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __len__(self) -> int:
-        return 0 if self._item is None else 1
-
-
-_STOP = object()
+_mailbox_ids = itertools.count()
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -67,64 +44,145 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
         future.set_result(result)
 
 
-class InferenceThread:
-    """One long-lived thread that runs submitted calls in order and reports back to the loop."""
+def _report(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    try:
+        loop.call_soon_threadsafe(_resolve, future, result, error)
+    except RuntimeError:
+        pass  # the loop closed meanwhile (forced exit): nobody is waiting
 
-    def __init__(self, name: str = "inference") -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.busy_since_ns = 0  # monotonic start of the running call; 0 while idle
-        self.running_call = ""
 
-    def start(self) -> None:
+class Mailbox:
+    """Calls from the event loop to the hot thread, run between two frames, in order.
+
+    ``post`` is for the loop thread only, ``run_pending`` for the hot thread only: each end of
+    the PAIR socket is used by one thread, and a deque's append/popleft are thread-safe.
+    """
+
+    def __init__(self, context: zmq.Context) -> None:  # type: ignore[type-arg]
+        address = f"inproc://actionloop-mailbox-{next(_mailbox_ids)}"
+        self.receiver = context.socket(zmq.PAIR)  # polled by the hot thread
+        self.receiver.linger = 0
+        self.receiver.bind(address)
+        self._sender = context.socket(zmq.PAIR)
+        self._sender.linger = 0
+        self._sender.connect(address)
+        self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...], Any, Any]] = collections.deque()
+
+    def post(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        loop: asyncio.AbstractEventLoop | None = None,
+        future: asyncio.Future[Any] | None = None,
+    ) -> None:
+        """Queue ``fn(*args)`` for the hot thread and wake it; ``future`` (on ``loop``) gets the result."""
+        self._calls.append((fn, args, loop, future))
+        try:
+            self._sender.send(b"", zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # wake-ups are already waiting (the hot thread is busy): the call is queued
+
+    def run_pending(self, call: Callable[[Callable[..., Any], tuple[Any, ...]], Any], stopped: Callable[[], bool]) -> None:
+        """Run every queued call through ``call(fn, args)``; stops early once ``stopped()``."""
+        receiver = self.receiver
+        if not receiver.get(zmq.EVENTS) & zmq.POLLIN:
+            return
+        while True:  # the wake-ups first: every call they announce is already queued
+            try:
+                receiver.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+        calls = self._calls
+        while calls and not stopped():
+            fn, args, loop, future = calls.popleft()
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = call(fn, args)
+            except Exception as exc:  # handed to the awaiting task, which decides
+                error = exc
+                if future is None:
+                    raise  # nobody awaits a fire-and-forget call: its failure stops the thread
+            if future is not None and loop is not None:
+                _report(loop, future, result, error)
+
+    def close(self) -> None:
+        self._sender.close(linger=0)
+        self.receiver.close(linger=0)
+
+
+class HotThread:
+    """The hot path's thread: started once, stopped once; reports its end to the loop."""
+
+    def __init__(self, name: str = "hot-path") -> None:
+        self.name = name
+        self._hot: HotPath | None = None
+        self._mailbox: Mailbox | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, hot: HotPath, mailbox: Mailbox) -> asyncio.Future[None]:
+        """Run ``hot.run()`` on the thread; the future resolves (or raises) when it returns."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._hot, self._mailbox, self._loop = hot, mailbox, loop
+
+        def target() -> None:
+            error: BaseException | None = None
+            try:
+                hot.run()
+            except BaseException as exc:  # handed to the loop: the service stops with it
+                error = exc
+            _report(loop, done, None, error)
+
+        self._thread = threading.Thread(target=target, name=self.name, daemon=True)
         self._thread.start()
+        return done
 
     def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
-        """Queue ``fn(*args)``; the returned future resolves on the calling loop."""
-        if not self._thread.is_alive():
-            raise RuntimeError("inference thread is not running")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put((loop, future, fn, args))
+        """Run ``fn(*args)`` on the hot thread between two frames; the future gets its result."""
+        if not self.alive:
+            raise RuntimeError("the hot-path thread is not running")
+        assert self._mailbox is not None and self._loop is not None
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._mailbox.post(fn, *args, loop=self._loop, future=future)
         return future
 
+    def post(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Fire and forget (a heartbeat to publish); False if the thread is not running."""
+        if not self.alive:
+            return False
+        assert self._mailbox is not None
+        self._mailbox.post(fn, *args)
+        return True
+
+    def stop(self) -> None:
+        """Ask the thread to return after the frame it is deciding (intake stops)."""
+        if self.alive and self._hot is not None:
+            self.post(self._hot.stop)
+
+    def join(self, timeout: float) -> bool:
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def busy_since_ns(self) -> int:
+        return 0 if self._hot is None else self._hot.busy_since_ns
+
+    @property
+    def running_call(self) -> str:
+        return "" if self._hot is None else self._hot.running_call
+
     def stalled_for_s(self) -> float:
-        """How long the current call has been running (0.0 when idle)."""
+        """How long the current model call has been running (0.0 when idle)."""
         since = self.busy_since_ns
         return 0.0 if since == 0 else (time.monotonic_ns() - since) / 1e9
 
     @property
     def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            loop, future, fn, args = item
-            self.running_call = getattr(fn, "__name__", "call")
-            self.busy_since_ns = time.monotonic_ns()
-            result: Any = None
-            error: BaseException | None = None
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # handed to the awaiting task, which decides
-                error = exc
-            finally:
-                self.busy_since_ns = 0
-            try:
-                loop.call_soon_threadsafe(_resolve, future, result, error)
-            except RuntimeError:
-                pass  # the loop closed while we ran (forced exit): nobody is waiting
-
-    def stop(self, timeout: float) -> bool:
-        """Let queued calls finish, then end the thread. Returns False if it did not end in time."""
-        if not self._thread.is_alive():
-            return True
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._thread is not None and self._thread.is_alive()
 
 
 async def run_in_daemon_thread(fn: Callable[..., T], *args: Any, name: str) -> T:
@@ -143,11 +201,7 @@ async def run_in_daemon_thread(fn: Callable[..., T], *args: Any, name: str) -> T
             result = fn(*args)
         except BaseException as exc:  # handed to the awaiting task
             error = exc
-        try:
-            loop.call_soon_threadsafe(_resolve, future, result, error)
-        except RuntimeError:
-            pass  # the loop is gone: nobody is waiting any more
+        _report(loop, future, result, error)
 
     threading.Thread(target=target, name=name, daemon=True).start()
     return await future
-

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.bench_inference import percentiles
+from tools.bench.inference import percentiles
 
 
 def test_percentiles_in_microseconds() -> None:

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import zmq
 
-from tools.echo_floor import EchoFloor
-from tools.replay import ReplayData
+from tools.bench.echo import EchoFloor
+from tools.bench.frames import ReplayData
 
 
 @dataclass

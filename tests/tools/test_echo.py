@@ -69,7 +69,7 @@ def test_echo_process_stops_cleanly_on_sigterm(zmq_context) -> None:  # type: ig
     actions_port = probe.bind_to_random_port("tcp://127.0.0.1")
     probe.close(0)  # a free port for the echo's PUB (tiny race, acceptable in a test)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.echo_floor", "--frames-endpoint", "tcp://127.0.0.1:*", "--frames-bind",
+        [sys.executable, "-m", "tools.bench.echo", "--frames-endpoint", "tcp://127.0.0.1:*", "--frames-bind",
          "--actions-endpoint", f"tcp://127.0.0.1:{actions_port}"],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE,
     )

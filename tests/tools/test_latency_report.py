@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.latency_report import (
+from tools.bench.report import (
     STAT_KEYS,
     ReplayLog,
     build_report,
@@ -199,7 +199,7 @@ def test_table_prints_dash_for_missing_and_ms_for_large_values() -> None:
 
 
 def test_breakdown_splits_end_to_end_into_hops() -> None:
-    from tools.latency_report import latency_breakdown
+    from tools.bench.report import latency_breakdown
 
     t0 = 1_000_000
     log = ReplayLog(

@@ -9,18 +9,10 @@ import numpy as np
 import pytest
 import zmq
 
-from tools.latency_report import build_report
-from tools.replay import (
-    DeadlinePacer,
-    RateSpec,
-    ReplayError,
-    ReplayOptions,
-    TRIAL_SEQ_GAP,
-    ReplayData,
-    chain,
-    replay,
-    schedule_offsets_ns,
-)
+from tools.bench.report import build_report
+from tools.bench.frames import TRIAL_SEQ_GAP, ReplayData, ReplayError, chain
+from tools.bench.pacing import DeadlinePacer, RateSpec, schedule_offsets_ns
+from tools.bench.replay import ReplayOptions, replay
 
 
 @pytest.mark.parametrize(
@@ -211,7 +203,7 @@ def test_limited_data_reads_only_its_head(tiny_data) -> None:  # type: ignore[no
 def test_cli_refuses_bad_rate_and_missing_data(tmp_path: Path) -> None:
     import argparse
 
-    from tools import replay as replay_cli
+    from tools.bench import replay as replay_cli
 
     parser = argparse.ArgumentParser()
     replay_cli.configure(parser)
@@ -225,7 +217,7 @@ def test_cli_refuses_bad_rate_and_missing_data(tmp_path: Path) -> None:
 
 def test_recordings_load_per_trial_with_one_label_per_neural_frame(small_trial_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from trainer.data.schema import ACTION_NAMES
-    from tools.replay import load_replay_data
+    from tools.bench.frames import load_replay_data
 
     small_trial_file(tmp_path / "a.h5", n=30, trial_id="t0")
     small_trial_file(tmp_path / "b.h5", n=20, trial_id="t1")
@@ -254,7 +246,7 @@ def test_cli_replays_a_recording_into_the_echo_and_writes_json_and_png(echo_serv
     import argparse
     import json
 
-    from tools import replay as replay_cli
+    from tools.bench import replay as replay_cli
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -279,7 +271,7 @@ def test_cli_replays_a_recording_into_the_echo_and_writes_json_and_png(echo_serv
 def test_cli_reports_a_broken_recording_clearly(tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     import argparse
 
-    from tools import replay as replay_cli
+    from tools.bench import replay as replay_cli
 
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"this is not HDF5")

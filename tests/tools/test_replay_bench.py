@@ -10,25 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools import replay_bench
-from tools.latency_report import STAT_KEYS, ReplayLog, build_report, latency_stats_us
-from tools.replay import RateSpec
-from tools.replay_bench import (
-    BenchError,
-    ManagedProcess,
-    assemble_result,
-    daemon_env,
-    find_sustained_rate,
-    format_markdown,
-    overhead_ratio,
-    ramp_rates,
-    replay_through,
-    start_echo,
-    target_checks,
-)
+from tools.bench import latency as replay_bench
+from tools.bench.report import STAT_KEYS, ReplayLog, build_report, latency_stats_us
+from tools.bench.pacing import RateSpec
+from tools.bench.latency import replay_through
+from tools.bench.processes import BenchError, ManagedProcess, daemon_env, start_echo
+from tools.bench.ramp import find_sustained_rate, ramp_rates
+from tools.bench.results import assemble_result, format_markdown, overhead_ratio, target_checks
 
-ISSUE_KEYS = {"daemon", "end_to_end", "transport_floor", "inference_floor", "naive_baseline", "overhead_ratio",
-              "frames", "sustained_fps", "accuracy", "backend", "machine"}
+ISSUE_KEYS = {"daemon", "end_to_end", "bare_floor", "transport_floor", "inference_floor", "naive_baseline",
+              "overhead_ratio", "overhead_ratio_p50", "overhead_ratio_p99", "frames", "sustained_fps", "accuracy",
+              "backend", "machine"}
 
 
 def fake_rate_limit(limit: float):  # type: ignore[no-untyped-def]
@@ -57,8 +49,8 @@ def test_sustained_rate_when_everything_passes_or_nothing_does() -> None:
     assert best is None and len(steps) == 1
 
 
-def test_ramp_rates_double_and_include_the_target() -> None:
-    assert ramp_rates(30, 2000) == [30, 60, 120, 240, 300, 480, 960, 1920]
+def test_ramp_rates_double_and_include_the_targets() -> None:
+    assert ramp_rates(30, 2000) == [30, 60, 120, 240, 300, 480, 960, 1000, 1920]
     assert ramp_rates(30, 100) == [30, 60]
 
 
@@ -73,16 +65,18 @@ def _report(e2e_us: list[float], daemon_us: list[float]):  # type: ignore[no-unt
     ))
 
 
-def test_result_has_exactly_the_issue_shape_and_the_ratio_is_p50_over_the_floors() -> None:
-    report = _report([1300.0] * 10, [900.0] * 10)
-    transport, inference = latency_stats_us([400_000] * 5), latency_stats_us([600_000] * 5)
-    result = assemble_result(daemon=report, transport=transport, inference=inference, naive=None,
+def test_result_has_the_issue_shape_and_the_ratios_are_over_the_bare_floor() -> None:
+    report = _report([1300.0] * 9 + [2600.0], [900.0] * 10)
+    bare, inference = latency_stats_us([400_000] * 5), latency_stats_us([600_000] * 5)
+    transport = latency_stats_us([500_000] * 5)
+    result = assemble_result(daemon=report, bare=bare, transport=transport, inference=inference, naive=None,
                              sustained_fps=480.0, backend="onnxruntime", machine={"cpus": 2})
     assert set(result) == ISSUE_KEYS
-    for key in ("daemon", "end_to_end", "transport_floor", "inference_floor", "naive_baseline"):
+    for key in ("daemon", "end_to_end", "bare_floor", "transport_floor", "inference_floor", "naive_baseline"):
         assert list(result[key]) == list(STAT_KEYS)
     assert result["naive_baseline"]["p50_us"] is None
-    assert result["overhead_ratio"] == pytest.approx(1.3)
+    assert result["overhead_ratio"] == result["overhead_ratio_p50"] == pytest.approx(1.3)
+    assert result["overhead_ratio_p99"] == pytest.approx(result["end_to_end"]["p99_us"] / 1000.0, rel=1e-3)
     assert result["frames"] == {"sent": 10, "decoded": 10, "skipped": 0, "lost": 0}
     assert result["accuracy"] == 1.0
     json.dumps(result, allow_nan=False)  # strictly valid JSON
@@ -91,14 +85,15 @@ def test_result_has_exactly_the_issue_shape_and_the_ratio_is_p50_over_the_floors
 
 def test_targets_say_met_or_by_how_much_they_are_missed() -> None:
     report = _report([4000.0] * 10, [1000.0] * 10)
-    result = assemble_result(daemon=report, transport=latency_stats_us([1_000_000]),
-                             inference=latency_stats_us([1_000_000]), naive=None, sustained_fps=150.0,
-                             backend="onnxruntime", machine={})
+    result = assemble_result(daemon=report, bare=latency_stats_us([1_000_000]),
+                             transport=latency_stats_us([1_200_000]), inference=latency_stats_us([1_000_000]),
+                             naive=None, sustained_fps=150.0, backend="onnxruntime", machine={})
     checks = {c["key"]: c for c in target_checks(result)}
-    assert checks["daemon_p99_us"]["met"] is True
-    assert checks["end_to_end_p99_us"]["met"] is False and checks["end_to_end_p99_us"]["missed_by"] == "33 % over"
-    assert checks["overhead_ratio"]["missed_by"] == "54 % over"
-    assert checks["sustained_fps"]["missed_by"] == "50 % under"
+    assert checks["end_to_end_p50_us"]["goal_value"] == pytest.approx(2150.0)
+    assert checks["end_to_end_p50_us"]["met"] is False
+    assert checks["end_to_end_p50_us"]["missed_by"] == "1.85 ms (86 %) over"
+    assert checks["overhead_ratio_p99"]["missed_by"] == "54 % over"
+    assert checks["sustained_fps"]["missed_by"] == "85 % under"
     assert checks["skipped"]["met"] is True
     unmeasured = dict(result, sustained_fps=None)
     assert target_checks(unmeasured, "skips at 30")[-1]["missed_by"] == "skips at 30"
@@ -106,8 +101,26 @@ def test_targets_say_met_or_by_how_much_they_are_missed() -> None:
                "frame": "256 x 256 uint16", "targets": target_checks(result), "model": {"how": "test"}}
     md = format_markdown(result, details)
     assert "| **daemon end-to-end** (published -> action received) | 4.00 |" in md
-    assert "| end-to-end p99 | <= 3.00 ms | 4.00 ms | no, 33 % over |" in md
+    assert "| bare floor (pyzmq echo, no codec, same harness) | 1.00 |" in md
+    assert "**2.00** at p50, **2.00** at p99" in md
+    assert "| end-to-end p99 / (bare floor p99 + inference p99) | <= 1.30 | 2.00 | no, 54 % over |" in md
     assert "`actionloop replay-bench --frames 10`" in md
+
+
+def test_the_ramp_says_why_it_stopped() -> None:
+    from tools.bench.ramp import explain_ramp
+
+    ok = {"rate_fps": 480.0, "ok": True, "frames": {"sent": 1440, "skipped": 0, "lost": 0}}
+    skipped = {"rate_fps": 960.0, "ok": False, "frames": {"sent": 2880, "skipped": 4, "lost": 0},
+               "publisher_kept_pace": True, "achieved_fps": 960.0, "daemon_p50_us": 300.0, "daemon_p99_us": 900.0,
+               "daemon_max_us": 4000.0, "daemon_infer_p50_us": 150.0}
+    note = explain_ramp([ok, skipped], 480.0, 8000)
+    assert note.startswith("skips begin between 480 and 960 frames/s") and "skipped 4 and lost 0 of 2880" in note
+    slow_sender = dict(skipped, publisher_kept_pace=False, achieved_fps=700.0, publisher_late_p99_us=2500.0)
+    assert "the replay itself could not send 960 frames/s" in explain_ramp([ok, slow_sender], 480.0, 8000)
+    assert explain_ramp([ok], 480.0, 480.0) == "no skip up to the highest rate tried, 480 frames/s"
+    bursty = dict(skipped, daemon_max_us=900.0, publisher_bursts=3, publisher_late_p99_us=2900.0)
+    assert "sent 3 frames less than half an interval after the previous one" in explain_ramp([ok, bursty], 480.0, 8000)
 
 
 def test_daemon_settings_from_the_environment_are_what_the_daemon_reads(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -31,7 +31,7 @@ from protocols.messages import Action, Event, Status
 FRAME_SHAPE = (32, 32)
 WINDOW = 4
 FRAME_RATE_HZ = 30.0
-SERVICE_TASKS = {"receive", "infer", "heartbeat", "health", "summary", "control", "supervise", "control-reload"}
+SERVICE_TASKS = {"hot-path", "heartbeat", "health", "summary", "control", "supervise", "control-reload"}
 
 
 def _export(out: Path, seed: int, frame_dtype: str) -> Path:
@@ -246,8 +246,8 @@ async def start_service(
             harness.publisher.close(0)
     leftover = [t.get_name() for t in asyncio.all_tasks() if t.get_name() in SERVICE_TASKS and not t.done()]
     assert not leftover, f"service tasks left running: {leftover}"
-    alive = [t.name for t in threading.enumerate() if t.name == "inference"]
-    assert not alive, "inference thread left running"
+    alive = [t.name for t in threading.enumerate() if t.name == "hot-path"]
+    assert not alive, "hot-path thread left running"
 
 
 class Kit:

@@ -148,7 +148,7 @@ async def test_an_unexpected_decoder_error_is_counted_not_fatal(
     start_service: Any, daemon_bundle: Path, kit: Any, monkeypatch: Any
 ) -> None:
     """Even a bug in the codec (an exception other than ProtocolError) does not stop the daemon."""
-    import decoder.service as service_module
+    import decoder.hotpath as service_module
 
     real = service_module.decode_frame
 

@@ -141,6 +141,30 @@ async def test_overload_decodes_the_newest_frame_and_counts_every_skip(start_ser
     assert status["counters"]["frames_decoded"] == len(actions)
 
 
+async def test_frames_that_reach_an_idle_daemon_together_are_all_decoded(start_service: Any, daemon_bundle: Path, kit: Any) -> None:
+    """Latest-wins skips only frames that arrived while another was being decided: a burst that
+    finds the daemon idle (two frames in one TCP read, say) is decoded frame by frame."""
+    h = await start_service(daemon_bundle)
+    frames = kit.frames_for(40)
+    for pair in range(20):
+        h.publisher.publish(frames[2 * pair], seq=2 * pair)
+        h.publisher.publish(frames[2 * pair + 1], seq=2 * pair + 1)
+        await asyncio.sleep(0.05)
+    await h.drain(quiet_s=0.3)
+    actions = h.actions()
+    assert [a.seq for a in actions] == list(range(40))
+    assert sum(a.skipped for a in actions) == 0
+
+
+async def test_decisions_reach_the_log_within_milliseconds(start_service: Any, daemon_bundle: Path, kit: Any) -> None:
+    """What a SIGKILL could lose: records reach the file about a millisecond after their send."""
+    h = await start_service(daemon_bundle)
+    action = (await h.lockstep(kit.frames_for(1)))[0]
+    await asyncio.sleep(0.02)
+    logged = [decode(parts) for parts in read_records(h.service.settings.decision_log.path)]
+    assert action in logged
+
+
 async def test_upstream_gaps_are_counted_and_a_large_one_resets_the_window(start_service: Any, daemon_bundle: Path, kit: Any) -> None:
     h = await start_service(daemon_bundle, policy={"max_gap_frames": 3})
     frames = kit.frames_for(40)
@@ -167,7 +191,7 @@ async def test_a_publisher_that_restarts_its_sequence_resets_the_window(start_se
 async def test_shutdown_finishes_the_frame_in_flight(start_service: Any, daemon_bundle: Path, kit: Any) -> None:
     h = await start_service(daemon_bundle, model_loader=slow_loader(0.3))
     h.publisher.publish(kit.frames_for(1)[0], seq=7)
-    thread = h.service._thread
+    thread = h.service.thread
     deadline = time.monotonic() + 5
     while thread.busy_since_ns == 0:  # wait until the frame is inside the model
         assert time.monotonic() < deadline
@@ -205,7 +229,7 @@ async def test_a_crashed_task_stops_the_service_with_an_error(start_service: Any
         await asyncio.wait_for(h.task, timeout=10)
     assert info.group_contains(RuntimeError, match="backend blew up")
     assert h.service.state == "stopping"
-    assert not any(t.name == "inference" for t in threading.enumerate())
+    assert not any(t.name == "hot-path" for t in threading.enumerate())
 
 
 async def test_bad_bundle_refuses_to_start(tmp_path: Path, corrupt_bundle: Path, kit: Any) -> None:

@@ -187,6 +187,32 @@ def bench_backend(backend: Any, frames: np.ndarray, n_frames: int, warmup: int, 
     return result
 
 
+def paced_streaming(backend: Any, frames: np.ndarray, n_frames: int, interval_s: float) -> np.ndarray:
+    """Streaming inference alone, one call per `interval_s` (sleeping in between on absolute
+    deadlines), as it runs in a daemon fed at that rate; wall ns per call.
+
+    A tight loop keeps the core busy and its caches warm; a core that sleeps 33 ms between
+    frames wakes up cold (on a virtual machine the vCPU is halted and given back to the host),
+    and the same call costs several times more. This measures that, with nothing but the
+    backend: no socket, no other thread.
+    """
+    from decoder.streaming import StreamingDecoder
+
+    stream = StreamingDecoder(backend, backend.bundle.window)
+    pool = len(frames)
+    out = np.zeros(n_frames, np.int64)
+    clock, interval_ns = time.perf_counter_ns, int(interval_s * 1e9)
+    start = clock() + interval_ns
+    for i in range(n_frames):
+        remaining = start + i * interval_ns - clock()
+        if remaining > 0:
+            time.sleep(remaining / 1e9)
+        t0 = clock()
+        stream.push(frames[i % pool])
+        out[i] = clock() - t0
+    return out
+
+
 def parity(backends: dict[str, Any], frames: np.ndarray, windows: int = 50) -> dict[str, dict[str, float]]:
     """Max abs differences of every backend against the PyTorch reference backend on the same
     raw frames (streaming features, whole-window embedding and probabilities)."""
