@@ -3,8 +3,8 @@
 Clients are DEALER (or REQ) sockets framing each request as ``[b"", payload]``
 (protocols.client.ControlClient). Requests are answered in the order they complete: quick ones
 at once, a reload when the new model is loaded and warmed up (other requests keep being
-answered meanwhile). A malformed request gets an error reply (id 0) and is counted; it never
-takes the socket down.
+answered meanwhile). A malformed request gets an error reply, with the request's own id when it
+had a valid one (0 only when it had none), and is counted; it never takes the socket down.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import zmq
 import zmq.asyncio
 
 from decoder.stats import Counters, RateLimiter
-from protocols.codec import decode_control_request, encode_control
+from protocols.codec import decode_control_request, encode_control, refusal_reply
 from protocols.errors import ProtocolError
 from protocols.messages import ControlReply, ControlRequest
 
@@ -57,31 +57,33 @@ class ControlServer:
         while True:
             parts = await self.socket.recv_multipart()
             self.counters.control_requests += 1
-            envelope, request, error = self._parse(parts)
+            envelope, request, refusal = self._parse(parts)
             if envelope is None:
                 continue  # nobody to answer (no routing id)
             if request is None:
-                self._reply(envelope, ControlReply(id=0, ok=False, error=error))
+                if refusal is not None:
+                    self._reply(envelope, refusal)
                 continue
             if request.cmd == "reload":
                 tasks.create_task(self._answer(envelope, request), name="control-reload")
             else:
                 await self._answer(envelope, request)
 
-    def _parse(self, parts: list[bytes]) -> tuple[list[bytes] | None, ControlRequest | None, str]:
+    def _parse(self, parts: list[bytes]) -> tuple[list[bytes] | None, ControlRequest | None, ControlReply | None]:
+        """(envelope, request, refusal): the request, or the refusal to send back for it."""
         # ROUTER prepends the client's routing id; DEALER/REQ clients add an empty delimiter.
         if len(parts) < 2:
             self._bad("control message without routing id or payload")
-            return None, None, ""
+            return None, None, None
         if len(parts) >= 3 and parts[-2] == b"":
             envelope = parts[:-1]
         else:
             envelope = [parts[0], b""]
         try:
-            return envelope, decode_control_request(parts[-1]), ""
+            return envelope, decode_control_request(parts[-1]), None
         except ProtocolError as exc:
             self._bad(exc.reason)
-            return envelope, None, f"malformed request: {exc.reason}"
+            return envelope, None, refusal_reply(exc)
 
     def _bad(self, reason: str) -> None:
         self.counters.control_errors += 1

@@ -40,7 +40,7 @@ from decoder.stats import Counters, LatencyWindow, RateLimiter
 from decoder.worker import Mailbox
 from protocols.codec import decode_frame
 from protocols.errors import ProtocolError
-from protocols.messages import Action, Event, FrameHeader
+from protocols.messages import Action, Event, FrameHeader, saturating_add, sequence_step
 
 log = structlog.get_logger(__name__)
 
@@ -167,13 +167,14 @@ class HotPath:
             return None
         seq = header.seq
         last = self._last_rx_seq
-        if last is not None:
-            if seq > last + 1:
-                c.frames_lost += seq - last - 1
-                self._dropped_since_action += seq - last - 1
-            elif seq <= last:
-                c.sequence_restarts += 1
-                self._warn("restart", "frame sequence went backwards: publisher restarted", seq=seq, previous=last)
+        # saturating: a publisher may jump anywhere in the wire range, counters stay encodable
+        lost, restarted = sequence_step(last, seq)
+        if lost:
+            c.frames_lost = saturating_add(c.frames_lost, lost)
+            self._dropped_since_action = saturating_add(self._dropped_since_action, lost)
+        elif restarted:
+            c.sequence_restarts = saturating_add(c.sequence_restarts, 1)
+            self._warn("restart", "frame sequence went backwards: publisher restarted", seq=seq, previous=last)
         self._last_rx_seq = seq
         if self.paused:
             c.frames_paused += 1

@@ -34,7 +34,7 @@ from decoder.control import ControlRefused, ControlServer
 from decoder.debounce import Debouncer, frames_for_duration
 from decoder.decision_log import DecisionLogWriter
 from decoder.hotpath import HotPath
-from decoder.model import LoadedModel, ModelLoader, load_model
+from decoder.model import LoadedModel, ModelLoader, ReloadNotAllowed, check_reload_allowed, load_model
 from decoder.monitor import Monitor
 from decoder.pipeline import FramePipeline
 from decoder.publisher import Publisher
@@ -44,7 +44,7 @@ from decoder.stats import Counters, RateLimiter
 from decoder.systemd import SystemdNotifier
 from decoder.worker import HotThread, Mailbox, run_in_daemon_thread
 from protocols.bundle import BundleError
-from protocols.messages import TOPIC_FRAME
+from protocols.messages import MAX_FRAME_BYTES, TOPIC_FRAME
 
 log = structlog.get_logger(__name__)
 
@@ -213,7 +213,7 @@ class DecoderService:
         # A peer sending absurdly large messages is disconnected by ZeroMQ before they reach us;
         # generous enough that frames of a wrong size still arrive, to be counted and reported.
         frame_bytes = self._expect_shape[0] * self._expect_shape[1] * self._expect_dtype.itemsize
-        frames.maxmsgsize = max(64 * 1024 * 1024, 16 * frame_bytes)
+        frames.maxmsgsize = max(MAX_FRAME_BYTES, 16 * frame_bytes)  # every spec-valid frame fits
         frames.setsockopt(zmq.SUBSCRIBE, TOPIC_FRAME)
         if s.frames_mode == "bind":
             curve.server(frames)
@@ -284,6 +284,7 @@ class DecoderService:
             "model_id": model.model_id,
             "bundle": str(model.bundle.path),
             "backend": model.backend_name,
+            "backend_choice": model.backend_choice,
             "mode": model.mode,
             "window": model.window,
             "window_fill": self.pipeline.window_fill,
@@ -346,6 +347,12 @@ class DecoderService:
         if self.state == STOPPING:
             raise ControlRefused("the daemon is stopping")
         log.info("reload requested", bundle=str(bundle))
+        try:
+            bundle = check_reload_allowed(bundle, self.settings.model.reload_allowed_dirs)
+        except ReloadNotAllowed as exc:
+            self.counters.reloads_refused += 1
+            log.warning("reload refused: bundle outside the allowed directories", bundle=str(bundle), error=str(exc))
+            raise ControlRefused(str(exc)) from None
         try:
             new = await run_in_daemon_thread(self._load_model, bundle, self.settings.backend, name="reload-model")
         except Exception as exc:

@@ -1,8 +1,6 @@
-"""Issue 14 findings whose reusable parts live in protocols/ and decoder/ but whose last step is
-a call in the service (decoder/service.py, decoder/control.py), wired after the hot-path
-restructuring of issue 13. Each is a strict xfail: it fails today for the reason given and
-starts passing (so the xfail fails) once the call is in; then drop the marker.
-"""
+"""Findings of the hardening review whose last step is a call in the service
+(decoder/service.py, decoder/control.py): refusals carry the request's id, status says which
+backend runs and why, reload honours the allow-list of bundle directories."""
 
 from __future__ import annotations
 
@@ -19,8 +17,6 @@ from protocols.codec import decode_control_reply
 from protocols.messages import SCHEMA_VERSION
 
 
-@pytest.mark.xfail(strict=True, reason="control.py answers refusals with id 0; it should reply with "
-                   "protocols.codec.refusal_reply(exc) (issue 14, finding 5)")
 async def test_a_refused_request_is_answered_with_its_own_id(
     start_service: Any, daemon_bundle: Path, actx: zmq.asyncio.Context
 ) -> None:
@@ -38,8 +34,6 @@ async def test_a_refused_request_is_answered_with_its_own_id(
     assert reply.id == 42
 
 
-@pytest.mark.xfail(strict=True, reason="status_report does not include model.backend_choice yet (issue 14, "
-                   "finding 2: auto must say in status why it chose its backend)")
 async def test_status_says_which_backend_runs_and_why(start_service: Any, daemon_bundle: Path) -> None:
     h = await start_service(daemon_bundle)
     status = (await h.control.request("status")).data
@@ -47,8 +41,6 @@ async def test_status_says_which_backend_runs_and_why(start_service: Any, daemon
     assert status["backend_choice"]["reason"]
 
 
-@pytest.mark.xfail(strict=True, reason="reload does not call decoder.model.check_reload_allowed yet (issue 14, "
-                   "finding 2: optional allow-list of bundle directories)")
 async def test_reload_outside_the_allowed_directories_is_refused(
     start_service: Any, daemon_bundle: Path, variant_bundle: Path, tmp_path: Path
 ) -> None:
