@@ -201,7 +201,7 @@ class HotPath:
         """Decode one frame and publish its action (and events) at once."""
         self.running_call = "process"
         self.busy_since_ns = t_start = time.monotonic_ns()
-        decision = self.pipeline.process(header.seq, header.t_acq_ns, pixels)
+        decision = self.pipeline.process(header.seq, header.t_acq_ns, pixels, self._skipped_since_action)
         self.busy_since_ns = 0
         self.inference_latency.record(decision.t_done_ns - t_start)
         self.counters.frames_decoded += 1

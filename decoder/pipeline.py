@@ -5,11 +5,14 @@ through the model's window decoder (each frame encoded once), and debounces the 
 knows nothing about sockets or asyncio, so the same object decodes recorded frames offline
 and live frames in the daemon, which is what makes "identical action sequence" testable.
 
-Gap policy: frames missing between two decoded frames (lost upstream, or skipped because a
-newer frame arrived first) leave holes the temporal head does not see; up to
-``max_gap_frames`` of them are tolerated, a larger gap (or a sequence number that goes
-backwards: the publisher restarted) resets the window, which then refills before the next
-decision. Every reset also ends the active debounced action (an offset event).
+Gap policy: frames lost upstream between two decoded frames leave holes the temporal head does
+not see; up to ``max_gap_frames`` of them are tolerated, a larger gap (or a sequence number that
+goes backwards: the publisher restarted) resets the window, which then refills before the next
+decision. Frames the daemon received but skipped itself (overload: a newer frame arrived first)
+do not count: under overload the window keeps going over the frames that were decoded, sparser
+in time, and every such decision says so (its action's ``skipped`` > 0), rather than resetting
+for ever and publishing only "filling". Every reset also ends the active debounced action (an
+offset event).
 """
 
 from __future__ import annotations
@@ -60,10 +63,11 @@ class FramePipeline:
     def window_fill(self) -> int:
         return self.model.decoder.fill
 
-    def process(self, seq: int, t_acq_ns: int, frame: np.ndarray) -> Decision:
-        """Decode one validated frame (the model's shape and dtype, finite values)."""
+    def process(self, seq: int, t_acq_ns: int, frame: np.ndarray, skipped: int = 0) -> Decision:
+        """Decode one validated frame (the model's shape and dtype, finite values); `skipped`:
+        frames since the last decoded one that the daemon received but did not decode."""
         transitions: list[Transition] = []
-        reason = self._gap_reason(seq)
+        reason = self._gap_reason(seq, skipped)
         if reason is not None:
             transitions = self._reset()
         self._last_seq = seq
@@ -96,12 +100,12 @@ class FramePipeline:
             reset_reason=reason,
         )
 
-    def _gap_reason(self, seq: int) -> str | None:
+    def _gap_reason(self, seq: int, skipped: int = 0) -> str | None:
         if self._last_seq is None:
             return None
         if seq <= self._last_seq:
             return "sequence restarted"
-        if seq - self._last_seq - 1 > self.max_gap_frames:
+        if seq - self._last_seq - 1 - skipped > self.max_gap_frames:
             return "gap"
         return None
 

@@ -141,6 +141,27 @@ async def test_overload_decodes_the_newest_frame_and_counts_every_skip(start_ser
     assert status["counters"]["frames_decoded"] == len(actions)
 
 
+async def test_overload_far_past_the_gap_limit_keeps_decisions_coming_flagged_by_their_skips(
+    start_service: Any, daemon_bundle: Path, kit: Any
+) -> None:
+    """~10x the rate the daemon decodes, default gap limit (5): frames the daemon skipped itself
+    are not gaps, so after the window fills the decisions carry a class, each one saying by its
+    `skipped` count that it was decided over a sparser window (before: every decision reset the
+    window and read "filling")."""
+    h = await start_service(daemon_bundle, model_loader=slow_loader(0.03))
+    frames = kit.frames_for(300)
+    for i, frame in enumerate(frames):
+        h.publisher.publish(frame, seq=i)
+        await asyncio.sleep(0.003)
+    await h.drain(quiet_s=0.5)
+    actions = h.actions()
+    decoded = [a for a in actions if a.state == "decoding"]
+    assert len(decoded) >= len(actions) // 2, [a.state for a in actions]
+    assert all(a.skipped > 0 for a in decoded[1:-1])  # degraded decisions say so
+    assert sum(a.dropped for a in actions) == 0
+    assert (await h.control.request("status")).data["counters"]["window_resets"] <= 1
+
+
 async def test_frames_that_reach_an_idle_daemon_together_are_all_decoded(start_service: Any, daemon_bundle: Path, kit: Any) -> None:
     """Latest-wins skips only frames that arrived while another was being decided: a burst that
     finds the daemon idle (two frames in one TCP read, say) is decoded frame by frame."""
