@@ -126,7 +126,8 @@ class Monitor:
             previous = now
             latency = self.latency_summary()
             log.info("summary", interval_s=interval, state=s.state, bad_input=bad, **delta, **latency)
+            model_id = s.pipeline.model.model_id[:12] if s.pipeline is not None else "-"
             s.notifier.status(
-                f"{s.state}: {now['frames_decoded']} frames decoded, {now['frames_skipped']} skipped, "
+                f"{s.state}, model {model_id}: {now['frames_decoded']} frames decoded, {now['frames_skipped']} skipped, "
                 f"{now['frames_lost']} lost; p99 {latency.get('p99_us', 0.0):.0f} us"
             )

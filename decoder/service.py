@@ -376,6 +376,7 @@ class DecoderService:
         self.counters.reloads += 1
         await asyncio.to_thread(old.close)
         structlog.contextvars.bind_contextvars(model_id=new.model_id[:12])
+        self.notifier.status(f"decoding {new.model_id[:12]} on {new.backend_name} (reloaded)")  # not the old model's
         log.info("model swapped", old=old.model_id[:12], new=new.model_id[:12], backend=new.backend_name, load_s=round(new.load_seconds, 3))
         self.monitor.publish_status()
         return self.status_report()

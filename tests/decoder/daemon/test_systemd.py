@@ -179,3 +179,21 @@ async def test_service_notifies_ready_pings_the_watchdog_and_stops_when_inferenc
     h.service.request_shutdown()
     await h.task
     assert "STOPPING=1" in fake_systemd.fields()
+
+
+async def test_status_names_the_new_model_right_after_a_reload(
+    start_service: Any, daemon_bundle: Path, variant_bundle: Path, fake_systemd: FakeSystemd,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """systemctl status must not name the old model after a reload until the next summary."""
+    from protocols.bundle import load_bundle
+
+    monkeypatch.setenv("NOTIFY_SOCKET", fake_systemd.address)
+    h = await start_service(daemon_bundle)
+    new_id = load_bundle(variant_bundle).model_id[:12]
+    await h.control.request("reload", timeout=30, bundle=str(variant_bundle))
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and not any(new_id in f for f in fake_systemd.fields()):
+        await asyncio.sleep(0.02)
+    statuses = [f for f in fake_systemd.fields() if f.startswith("STATUS=")]
+    assert any(new_id in f and "reloaded" in f for f in statuses), statuses
