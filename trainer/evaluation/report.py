@@ -43,6 +43,12 @@ FRACTIONS = ("0.5", "1.0")
 Summary = Mapping[str, Mapping[str, Mapping[str, float]]]  # protocol -> fraction -> mean/std/n
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | Path, data: Any) -> Path:
     """Write JSON to a temporary name in the same folder, then rename: never a half file."""
     path = Path(path)
@@ -52,6 +58,7 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2, sort_keys=False)
             fh.write("\n")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; results are for everyone on the rig
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -66,6 +73,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

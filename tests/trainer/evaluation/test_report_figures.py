@@ -86,6 +86,11 @@ def test_json_is_written_atomically(tmp_path: Path) -> None:
         write_json_atomic(p, {"a": object()})
     assert json.loads(p.read_text()) == {"a": 1}  # the old file survives a failed write
     assert [q.name for q in p.parent.iterdir()] == ["r.json"]
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask  # readable as any file, not mkstemp's 0600
 
 
 def test_figures_render(tmp_path: Path, windows_factory) -> None:  # type: ignore[no-untyped-def]
