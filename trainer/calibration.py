@@ -184,18 +184,15 @@ class CalibrationSet:
         return CalibrationSet(np.asarray(stored["template"], dtype=np.float32),
                               {name: SessionCalibration.from_dict(c) for name, c in stored["animals"].items()})
 
-    def for_animal(self, animal: str, pooled: np.ndarray | None = None,
-                   encoder: torch.nn.Module | None = None) -> SessionCalibration:
+    def for_animal(self, animal: str, pooled: np.ndarray | None = None) -> SessionCalibration:
         """The stored calibration of a training animal, else one estimated from `pooled` frames
-        (with `encoder`'s normalisation statistics when it normalises per animal)."""
+        (without the encoder's normalisation statistics: `calibrate_encoder` adds those)."""
         if animal in self.animals:
             return self.animals[animal]
         if pooled is None:
             raise ValueError(f"animal {animal!r} was not in training ({sorted(self.animals)}); "
                              "calibrate it from its own frames")
-        if encoder is None:
-            return calibrate(pooled, self.template)
-        return calibrate_encoder(encoder, pooled, self.template)
+        return calibrate(pooled, self.template)
 
 
 # A new animal's registration score is suspect when it is both this far below the training

@@ -39,13 +39,7 @@ from trainer.augment.neural import NeuralAugmenter
 from trainer.augment.pose import PoseAugmenter
 from trainer.config import TrainConfig
 from trainer.data.recording import list_trials, open_trial
-from trainer.frametable import (
-    FrameTable,
-    build_frame_table,
-    calibrate_table,
-    dataset_fingerprint,
-    select_trials,
-)
+from trainer.frametable import FrameTable, build_frame_table, calibrate_table, dataset_fingerprint, select_trials
 from trainer.losses import animal_mmd, info_nce, nt_xent, pose_regression_loss
 from trainer.models import NeuralEncoder, build_model
 from trainer.probe import LinearProbe
@@ -129,22 +123,16 @@ class Objective(nn.Module):
         return self.encoder.forward_pooled(neural, baseline, frame_animals, window_animals)
 
     def forward(self, neural: Tensor, other: Tensor, baseline: Tensor | None = None,
-                animals: Tensor | None = None, matched: tuple[Tensor, Tensor | None, Tensor | None] | None = None) -> Tensor:
+                animals: Tensor | None = None, matched: Matched | None = None) -> Tensor:
         """neural: pooled windows (B, W, h, w); other: pose windows (B, T, J, 3), or for simclr a
         second augmented view of the neural windows; baseline: each neural frame's session
         calibration (B, W, h, w), for encoders with session normalisation; animals: each neural
-        frame's animal (B, W), for the methods that penalise identity."""
-        # per-animal normalisation with batch statistics: every frame's animal for the features;
-        # for the embedding each window's (a swapped window: the animal most of its frames are
-        # from), unless the embedding is centred only after training
-        frame_animals = animals if self.encoder.frame_encoder.animal_norm is not None else None
-        window_animals = None
-        if self.encoder.temporal.animal_norm is not None and self.centre_in_training and animals is not None:
-            window_animals = torch.mode(animals, dim=1).values
-        emb = self.encoder.forward_pooled(neural, baseline, frame_animals, window_animals)
+        frame's animal (B, W), for the methods that penalise identity or normalise per animal;
+        matched: the cross-animal positive of every window (neural, baseline, animals), for
+        `cross_animal.weight` > 0."""
+        emb = self.embed(neural, baseline, animals)
         if self.method == "simclr":
-            second = self.encoder.forward_pooled(other, baseline, frame_animals, window_animals)
-            both = self.proj_neural(torch.cat([emb, second]))
+            both = self.proj_neural(torch.cat([emb, self.embed(other, baseline, animals)]))
             return nt_xent(both[: len(emb)], both[len(emb) :], self.temperature)
         if self.method == "regression":
             return pose_regression_loss(self.regressor(emb), other)
@@ -163,6 +151,10 @@ class Objective(nn.Module):
             return loss + self.mmd_weight * animal_mmd(emb, target)
         logits = self.animal_classifier(_ReverseGradient.apply(emb, self.adversary_weight))
         return loss + nn.functional.cross_entropy(logits, target)
+
+
+# a cross-animal positive of every window of a batch: pooled windows, baselines, animals
+Matched = tuple[Tensor, Tensor | None, Tensor]
 
 
 class BatchMaker:
@@ -184,7 +176,7 @@ class BatchMaker:
         self.pose_aug = PoseAugmenter(aug.pose.params()) if aug.enabled else None
         self.needs_animals = cfg.method in ANIMAL_AWARE_METHODS or encoder.normalises_per_animal
 
-    def __call__(self, starts: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Any]:
+    def __call__(self, starts: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, Matched | None]:
         frames = self.table.window_frames(starts)
         matched = None
         if self.match_index is not None:
