@@ -80,7 +80,8 @@ class CrossAnimalConfig(_Section):
     index's neighbours), and an extra InfoNCE term between the two neural embeddings (through
     the neural projection) pulls animals together at the same behaviour. Contrastive methods."""
 
-    weight: float = Field(0.0, ge=0, description="weight of the neural-neural InfoNCE term; 0 = off")
+    weight: float = Field(1.0, ge=0, description="weight of the neural-neural InfoNCE term; 0 = off (and off "
+                          "when there is only one training animal)")
 
 
 class AdversaryConfig(_Section):

@@ -414,8 +414,10 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.
     swapping = cfg.method in SWAPPING_METHODS and cfg.swap.probability > 0
     cross_animal = cfg.method in CONTRASTIVE_METHODS and cfg.cross_animal.weight > 0
     if cross_animal and len(table.animals) < 2:
-        raise TrainingError("cross_animal.weight > 0 pairs windows of different animals and needs at least 2 "
-                            "training animals")
+        # the default pairs animals; with one animal there is nothing to pair, so the term is off
+        log.warning("cross-animal positives off: they pair windows of different animals and there is one "
+                    "training animal", animals=table.animals)
+        cross_animal = False
     index = build_swap_index(cfg, table) if swapping or cross_animal else None
     swap_index = index if swapping else None
     swap_build_s = time.perf_counter() - t0
@@ -489,7 +491,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.
 
     result = None
     if dd.main:
-        result = _finish(cfg, table, encoder, device, history, fingerprint, out, dd, swap_build_s)
+        result = _finish(cfg, table, objective, device, history, fingerprint, out, dd, swap_build_s, cross_animal)
     if dd.world > 1:
         dist.barrier()
     if result is None:  # other ranks: report where rank 0 wrote the checkpoint
@@ -520,10 +522,19 @@ def _load_state(path: Path, cfg: TrainConfig, fingerprint: str, objective: Objec
     return int(state["epoch"]), list(state["history"])
 
 
-def _finish(cfg: TrainConfig, table: FrameTable, encoder: NeuralEncoder, device: torch.device,
+def _projection_of(objective: Objective) -> dict[str, Any] | None:
+    head = getattr(objective, "proj_neural", None)
+    if head is None:
+        return None
+    return {"model_name": "projection", "model_args": dict(head.model_args),
+            "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()}}
+
+
+def _finish(cfg: TrainConfig, table: FrameTable, objective: Objective, device: torch.device,
             history: list[dict[str, float]], fingerprint: str, out: Path, dd: Dist,
-            swap_build_s: float) -> TrainResult:
+            swap_build_s: float, cross_animal: bool) -> TrainResult:
     t0 = time.perf_counter()
+    encoder = objective.encoder
     if encoder.normalises_per_animal:
         measure_animal_statistics(encoder, table, device)
     probe, head_acc = fit_head(encoder, table, device, cfg.probe_c)
@@ -537,6 +548,7 @@ def _finish(cfg: TrainConfig, table: FrameTable, encoder: NeuralEncoder, device:
         "head_train_accuracy": head_acc,
         "head_fit_s": time.perf_counter() - t0,
         "swap_index_build_s": swap_build_s,
+        "cross_animal_positives": cross_animal,
         "world_size": dd.world,
         "device": str(device),
         "dataset": table.summary(),
@@ -560,6 +572,9 @@ def _finish(cfg: TrainConfig, table: FrameTable, encoder: NeuralEncoder, device:
             "template": table.template.tolist(),
             "animals": {name: c.to_dict() for name, c in table.calibrations.items()},
         },
+        # the neural projection head of the contrastive loss (evaluation only: identity measured
+        # where the loss works, too); None for methods without one
+        "projection": _projection_of(objective),
         "dataset_fingerprint": fingerprint,
         "metrics": metrics,
         "config": cfg.model_dump(mode="json"),

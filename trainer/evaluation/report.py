@@ -20,15 +20,15 @@ from trainer.evaluation.protocol import PROTOCOLS
 # Row order of the tables; other method names follow in the order given.
 METHOD_ORDER = ("raw_linear", "raw_linear_aligned", "simclr", "regression", "cebra_old", "cebra_noncausal", "cebra",
                 "contrastive_noswap_no_animal_norm", "contrastive_noswap_no_augment", "ours_no_animal_norm", "ours",
-                "ours_adversarial", "ours_mmd", "contrastive_noswap_cross_animal", "contrastive_noswap")
+                "ours_adversarial", "ours_mmd", "contrastive_noswap_no_cross_animal", "contrastive_noswap")
 METHOD_TITLES = {
     "raw_linear": "Linear on raw frames",
     "raw_linear_aligned": "Linear on raw frames, session-calibrated",
     "simclr": "SimCLR (neural only)",
     "regression": "Regression to pose",
-    "contrastive_noswap": "Pose-guided contrastive + per-animal normalisation (default)",
+    "contrastive_noswap": "Pose-guided contrastive + per-animal normalisation + cross-animal positives (default)",
     "contrastive_noswap_no_animal_norm": "Default without per-animal normalisation",
-    "contrastive_noswap_cross_animal": "Default + cross-animal positives",
+    "contrastive_noswap_no_cross_animal": "Default without cross-animal positives (earlier default)",
     "contrastive_noswap_no_augment": "Default without augmentations",
     "ours_no_animal_norm": "Swapping, without per-animal normalisation (earlier default)",
     "cebra": "CEBRA (multi-session, pose), tuned, causal",
