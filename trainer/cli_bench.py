@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from trainer.evaluation.report import (
         bench_json,
         markdown_tables,
+        projection_identity_table,
         seed_statistics,
         standardisation_table,
         write_json_atomic,
@@ -172,6 +173,9 @@ def run(args: argparse.Namespace) -> int:
         standardised = evaluate_sets({m: standardised_per_animal(ws) for m, ws in first.items()},
                                      diagnostic, progress=progress)
         timings["diagnostic_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        projection_identity = _projection_identity(trained, sets, seeds, progress)
+        timings["projection_identity_s"] = time.perf_counter() - t0
     except (ConfigError, TrainingError, EvaluationError, RecordingError, RuntimeError) as exc:
         log.error("bench-train failed", error=str(exc))
         return 1
@@ -197,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         "train_seeds": seeds,
         "seed_sd": seed_sd,
         "train_epoch_s": epoch_s,
+        "identity_projection": projection_identity,
         "per_animal_standardised": {
             proto: {m: acc[proto]["1.0"]["mean"] for m, acc in standardised_summaries.items()}
             for proto in diagnostic.protocols
@@ -218,11 +223,33 @@ def run(args: argparse.Namespace) -> int:
     table += f"\n**Training throughput** (mean over training seeds)\n\n| Method | windows/s | s/epoch |\n|---|---|---|\n{thr}\n"
     first_summaries = {m: per_seed[m][0].summary()["accuracy"] for m in methods}
     table += "\n" + standardisation_table(first_summaries, standardised_summaries)
+    table += "\n" + projection_identity_table(projection_identity, chance["identity"]["1.0"]["mean"])
     table += f"\nWhole run: {timings['total_s'] / 60:.1f} min. Command: `{meta['command']}`\n"
     write_text_atomic(out.with_suffix(".md"), table)
     print(table)
     print(f"results: {out}  table: {out.with_suffix('.md')}  report: {report_dir}")
     return 0
+
+
+def _projection_identity(trained: dict[str, _Trained], sets: dict[str, Any], seeds: list[int],
+                         progress: bool) -> dict[str, dict[str, float]]:
+    """Identity at 100 % labels measured on the contrastive projection of each trained entry's
+    embedding (as deployed: calibrated, centred), per training seed: mean and sd over seeds."""
+    from statistics import mean, stdev
+
+    from trainer.evaluation.embed import projected
+    from trainer.evaluation.suite import ProtocolSettings, evaluate_sets
+
+    identity_only = ProtocolSettings(fractions=(1.0,), seeds=(0,), protocols=("identity",))
+    out: dict[str, dict[str, float]] = {}
+    for name, t in trained.items():
+        if any(t.projections.get(k) is None for k in seeds):
+            continue  # no projection head (or an older checkpoint without it)
+        runs = evaluate_sets({seeded_name(name, k): projected(sets[seeded_name(name, k)], t.projections[k])
+                              for k in seeds}, identity_only, progress=progress)
+        values = [r.summary()["accuracy"]["identity"]["1.0"]["mean"] for r in runs.values()]
+        out[name] = {"mean": mean(values), "seed_sd": stdev(values) if len(values) > 1 else 0.0}
+    return out
 
 
 @dataclass
@@ -231,6 +258,7 @@ class _Trained:
     throughput: float | None
     epoch_s: float | None
     encoders: dict[int, Any]  # training seed -> encoder (eval mode, its checkpoint's calibration)
+    projections: dict[int, Any]  # training seed -> the loss's projection head (None: the method has none)
 
 
 def _train_entries(args: argparse.Namespace, data: Path, work: Path, train_config: str, seeds: list[int],
@@ -239,14 +267,14 @@ def _train_entries(args: argparse.Namespace, data: Path, work: Path, train_confi
     from statistics import mean
 
     from trainer.config import load_config
-    from trainer.evaluation.embed import load_encoder
+    from trainer.evaluation.embed import load_encoder, load_projection
     from trainer.train import CHECKPOINT, train
 
     out: dict[str, _Trained] = {}
     for name in [m for m in TRAINED_METHODS if m in args.methods]:
         method, entry_overrides = TRAINED[name]
         t0 = time.perf_counter()
-        encoders, throughputs, epochs = {}, [], []
+        encoders, projections, throughputs, epochs = {}, {}, [], []
         for seed in seeds:
             # Pooled frames are cached once in the work folder and shared by every run.
             cfg = load_config(train_config, [f"method={method}", f"seed={seed}",
@@ -261,11 +289,12 @@ def _train_entries(args: argparse.Namespace, data: Path, work: Path, train_confi
             encoder, ckpt = load_encoder(run_dir / CHECKPOINT)  # as evaluated later: weights and calibration
             metrics = ckpt.get("metrics", {})
             encoders[seed] = encoder
+            projections[seed] = load_projection(ckpt)
             if metrics.get("train_throughput_windows_per_s"):
                 throughputs.append(metrics["train_throughput_windows_per_s"])
                 epochs.append(metrics["epoch_time_s"])
         out[name] = _Trained(time.perf_counter() - t0, mean(throughputs) if throughputs else None,
-                             mean(epochs) if epochs else None, encoders)
+                             mean(epochs) if epochs else None, encoders, projections)
     return out
 
 

@@ -273,3 +273,28 @@ def load_encoder(checkpoint: str | Path) -> tuple[object, dict]:
     model.eval()
     model.calibrations = CalibrationSet.from_checkpoint(ckpt)  # session encoders: per-animal calibration
     return model, ckpt
+
+
+def load_projection(ckpt: Mapping[str, object]) -> object | None:
+    """The contrastive loss's neural projection head stored in a checkpoint (eval mode, CPU), or
+    None for methods without one and for checkpoints written before it was stored."""
+    from trainer.models import build_model
+
+    stored = ckpt.get("projection")
+    if not isinstance(stored, Mapping):
+        return None
+    head = build_model(stored["model_name"], **stored["model_args"])  # type: ignore[arg-type]
+    head.load_state_dict(stored["state_dict"])  # type: ignore[attr-defined]
+    return head.eval()  # type: ignore[attr-defined]
+
+
+def projected(ws: WindowSet, head: object, batch: int = 4096) -> WindowSet:
+    """``ws`` with every embedding passed through the projection head (where the contrastive
+    loss works), for asking whether identity hides in the embedding or also in the loss's space."""
+    import torch
+
+    with torch.inference_mode():
+        out = [head(torch.from_numpy(ws.features[i:i + batch]))  # type: ignore[operator]
+               for i in range(0, ws.features.shape[0], batch)]
+    feats = torch.cat(out).numpy().astype(np.float32)
+    return WindowSet(feats, ws.labels, ws.animals, ws.trials, ws.class_names, ws.window)

@@ -190,6 +190,22 @@ def standardisation_table(plain: Mapping[str, Summary], standardised: Mapping[st
     return "\n".join(lines) + "\n"
 
 
+def projection_identity_table(identity: Mapping[str, Mapping[str, float]], chance: float) -> str:
+    """Identity of the embedding's contrastive projection (where the loss works), beside chance."""
+    if not identity:
+        return ""
+    lines = [
+        "**Identity on the contrastive projection** (100 % labels; the deployed, calibrated embedding "
+        f"through the loss's projection head; mean ± sd over training seeds; chance {chance:.1f} %)",
+        "",
+        "| Method | Identity 100 %, projection |",
+        "|---|---|",
+    ]
+    for m in ordered_methods(list(identity)):
+        lines.append(f"| {METHOD_TITLES.get(m, m)} | {identity[m]['mean']:.1f} ± {identity[m]['seed_sd']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
 def bench_json(
     dataset: Mapping[str, Any],
     chance: Summary,

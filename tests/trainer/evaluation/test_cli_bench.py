@@ -1,4 +1,4 @@
-"""`actionloop bench-train` end to end with tiny settings (slow: trains four entries at two
+"""`actionloop bench-train` end to end with tiny settings (slow: trains five entries at two
 training seeds and CEBRA)."""
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from tools.cli import main
 
 ISSUE_KEYS = {"dataset", "chance", "multi_animal", "single_animal", "identity", "spread",
               "train_throughput_windows_per_s"}
-METHODS = {"raw_linear", "raw_linear_aligned", "contrastive_noswap", "contrastive_noswap_no_animal_norm", "ours",
-           "cebra", "cebra_noncausal"}
+METHODS = {"raw_linear", "raw_linear_aligned", "contrastive_noswap", "contrastive_noswap_no_cross_animal",
+           "contrastive_noswap_no_animal_norm", "contrastive_noswap_no_augment", "ours", "cebra", "cebra_noncausal"}
+TRAINED_CONTRASTIVE = {"contrastive_noswap", "contrastive_noswap_no_cross_animal", "contrastive_noswap_no_animal_norm",
+                       "contrastive_noswap_no_augment", "ours"}
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ten trainings and two CEBRA fits: minutes on a shared 2-core machine
 def test_bench_train_writes_the_issue_shape(tmp_path: Path, trainer_dataset: Path, fast_overrides: list[str]) -> None:
     out = tmp_path / "bench" / "train.json"
     sets = [a for o in fast_overrides for a in ("--set", o)]
@@ -39,7 +42,12 @@ def test_bench_train_writes_the_issue_shape(tmp_path: Path, trainer_dataset: Pat
     assert result["dataset"]["animals"] == 3 and result["dataset"]["trials"] == 6
     assert result["train_throughput_windows_per_s"]["raw_linear"] is None
     assert result["train_throughput_windows_per_s"]["ours"] > 0
-    assert "| Pose-guided contrastive + per-animal normalisation (default) |" in out.with_suffix(".md").read_text()
+    table = out.with_suffix(".md").read_text()
+    assert "| Pose-guided contrastive + per-animal normalisation + cross-animal positives (default) |" in table
+    # identity also where the contrastive loss works: every contrastive entry has a projection head
+    assert set(result["identity_projection"]) == TRAINED_CONTRASTIVE
+    assert all(0.0 <= v["mean"] <= 100.0 and v["seed_sd"] >= 0 for v in result["identity_projection"].values())
+    assert "Identity on the contrastive projection" in table
     diagnostic = result["per_animal_standardised"]
     assert set(diagnostic) == {"multi_animal", "identity"} and set(diagnostic["identity"]) == METHODS
     assert "Diagnostic: where identity lives" in out.with_suffix(".md").read_text()
