@@ -1,0 +1,166 @@
+"""TiffTail, DirectoryWatch, AcquisitionClock and the ScanImage metadata readers, on real files."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from tools.bridges.acq_clock import AcquisitionClock
+from tools.bridges.frame_format import FrameFormat, FrameRefused
+from tools.bridges.tiff_dir import DirectoryWatch, natural_key
+from tools.bridges.tiff_meta import declared_channels, scanimage_timestamp_s
+from tools.bridges.tiff_pages import TiffTail, TiffUnreadable
+
+
+def tiff_bytes(frames: np.ndarray, **write: object) -> bytes:
+    """A complete multi-page TIFF in memory, one page per frame."""
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf, bigtiff=bool(write.pop("bigtiff", False)), byteorder=write.pop("byteorder", None)) as tw:
+        for frame in frames:
+            tw.write(frame, metadata=None, **write)
+    return buf.getvalue()
+
+
+FRAMES = np.random.default_rng(0).integers(0, 65535, size=(3, 5, 7), dtype=np.uint16)
+
+
+@pytest.mark.parametrize("write", [{}, {"bigtiff": True}, {"byteorder": ">"}, {"compression": "zlib"},
+                                   {"description": "frameTimestamps_sec = 0.5"}],
+                         ids=["classic", "bigtiff", "big-endian", "zlib", "out-of-line-description"])
+def test_every_prefix_of_a_file_yields_each_complete_page_once(tmp_path: Path, write: dict[str, object]) -> None:
+    """The file grows one byte at a time: each page comes out exactly once, whole, in order."""
+    data = tiff_bytes(FRAMES, **write)
+    path = tmp_path / "grow.tif"
+    path.write_bytes(b"")
+    tail = TiffTail(path)
+    got: list[tuple[int, np.ndarray]] = []
+    for length in range(len(data) + 1):
+        with open(path, "r+b") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.write(data[fh.tell():length])
+        got += [(index, page.asarray()) for index, page in tail.read_new()]
+    assert [index for index, _ in got] == [0, 1, 2]
+    for index, pixels in got:
+        np.testing.assert_array_equal(pixels.astype(np.uint16), FRAMES[index])
+
+
+def test_tifffile_writer_states_are_never_read_early(tmp_path: Path) -> None:
+    """tifffile points the previous page at the new IFD before writing it: read after every step."""
+    path = tmp_path / "live.tif"
+    tail = TiffTail(path)
+    got = []
+    with tifffile.TiffWriter(path) as tw:
+        for frame in FRAMES:
+            tw.write(frame, metadata=None)
+            got += [page.asarray() for _, page in tail.read_new()]
+    got += [page.asarray() for _, page in tail.read_new()]
+    np.testing.assert_array_equal(np.stack(got), FRAMES)
+
+
+def test_not_a_tiff_and_a_broken_chain_are_unreadable(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"this is not a TIFF file at all")
+    with pytest.raises(TiffUnreadable, match="not a TIFF"):
+        list(TiffTail(junk).read_new())
+    data = bytearray(tiff_bytes(FRAMES))
+    first_ifd = int.from_bytes(data[4:8], "little")
+    data[first_ifd:first_ifd + 2] = (60000).to_bytes(2, "little")  # an IFD with 60000 entries
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(TiffUnreadable, match="corrupt IFD"):
+        list(TiffTail(broken).read_new())
+
+
+def test_an_ifd_chain_that_loops_is_refused_not_read_twice(tmp_path: Path) -> None:
+    data = bytearray(tiff_bytes(FRAMES[:1]))
+    first_ifd = int.from_bytes(data[4:8], "little")
+    entries = int.from_bytes(data[first_ifd:first_ifd + 2], "little")
+    pointer = first_ifd + 2 + 12 * entries
+    data[pointer:pointer + 4] = first_ifd.to_bytes(4, "little")  # next page: itself
+    path = tmp_path / "loop.tif"
+    path.write_bytes(bytes(data))
+    tail = TiffTail(path)
+    pages = []
+    with pytest.raises(TiffUnreadable, match="chain is broken"):
+        pages += [i for i, _ in tail.read_new()]
+    assert tail.pages_read == 1
+
+
+def test_directory_watch_orders_numerically_and_follows_renames(tmp_path: Path) -> None:
+    for name in ("file_10.tif", "file_9.tif", "file_00002.tif"):
+        (tmp_path / name).write_bytes(b"II*\x00")
+    watch = DirectoryWatch(tmp_path)
+    assert [f.path.name for f in watch.scan()] == ["file_00002.tif", "file_9.tif", "file_10.tif"]
+    first = watch.files[next(k for k, f in watch.files.items() if f.path.name == "file_9.tif")]
+    first.state = "followed"
+    (tmp_path / "file_9.tif").rename(tmp_path / "zzz_done.tif")
+    (tmp_path / "file_1.tif").write_bytes(b"II*\x00")  # appears later: after the others
+    names = [f.path.name for f in watch.scan()]
+    assert names == ["file_00002.tif", "zzz_done.tif", "file_10.tif", "file_1.tif"]
+    renamed = next(f for f in watch.files.values() if f.path.name == "zzz_done.tif")
+    assert renamed.state == "followed"  # the same file: what the follower knows about it survives
+    assert natural_key("a9b") < natural_key("a10b") < natural_key("b1")
+
+
+def test_acquisition_clock_bounds_by_the_fastest_frame_and_restarts() -> None:
+    clock = AcquisitionClock(window_s=5.0, restart_s=0.5)
+    ms = 1_000_000
+    start = 1_000 * ms
+    delays = [7, 3, 9, 4, 12]  # ms between taking each frame and the bridge seeing it
+    acquired = [clock.acquired_ns(i * 0.01, start + i * 10 * ms + d * ms) for i, d in enumerate(delays)]
+    for i, t in enumerate(acquired):
+        assert t <= start + i * 10 * ms + delays[i] * ms  # never after the bridge saw it
+    # from frame 1 on the offset is bounded by the 3 ms frame: exact spacing, 3 ms late
+    assert acquired[1:] == [start + i * 10 * ms + 3 * ms for i in range(1, 5)]
+    # a new acquisition restarts the microscope's clock at 0, 2 s later on this host
+    later = start + 2_000 * ms
+    assert clock.acquired_ns(0.0, later + 5 * ms) == later + 5 * ms
+    assert clock.restarts == 1
+
+
+def scanimage_page_file(path: Path, n: int, channels: int, rate_hz: float) -> np.ndarray:
+    """A TIFF laid out as ScanImage writes it: SI settings in Software, per-frame data in the description."""
+    saved = "[" + ";".join(str(c + 1) for c in range(channels)) + "]" if channels > 1 else "1"
+    software = f"SI.LINE_FORMAT_VERSION = 1\nSI.VERSION_MAJOR = '2021'\nSI.hChannels.channelSave = {saved}\n"
+    frames = np.random.default_rng(1).integers(0, 4000, size=(n, channels, 6, 8), dtype=np.uint16)
+    with tifffile.TiffWriter(path) as tw:
+        for i in range(n):
+            for c in range(channels):
+                description = (f"frameNumbers = {i + 1}\nacquisitionNumbers = 1\nframeNumberAcquisition = {i + 1}\n"
+                               f"frameTimestamps_sec = {i / rate_hz:.6f}\nacqTriggerTimestamps_sec = \n"
+                               "endOfAcquisition = 0\nepoch = [2026 12 2 16 0 0.5]\nauxTrigger0 = []\n")
+                tw.write(frames[i, c], software=software, description=description, metadata=None)
+    return frames
+
+
+def test_scanimage_metadata_is_read_as_tifffile_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "si_00001.tif"
+    scanimage_page_file(path, n=3, channels=2, rate_hz=30.0)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_scanimage  # tifffile takes this file for ScanImage's
+    found = [(declared_channels(page), scanimage_timestamp_s(page)) for _, page in TiffTail(path).read_new()]
+    assert found[0][0] == 2
+    assert [t for _, t in found] == pytest.approx([0, 0, 1 / 30, 1 / 30, 2 / 30, 2 / 30], abs=1e-6)
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, FRAMES[0])
+    with tifffile.TiffFile(plain) as tif:
+        assert declared_channels(tif.pages[0]) is None and scanimage_timestamp_s(tif.pages[0]) is None
+
+
+def test_frame_format_checks_and_fixes_nothing_silently() -> None:
+    fmt = FrameFormat(np.dtype("uint16"), None, "test")
+    out = fmt.conform(FRAMES[0].astype(">u2"))
+    assert out.dtype == np.dtype("<u2") and fmt.shape == (5, 7)
+    np.testing.assert_array_equal(out, FRAMES[0])
+    np.testing.assert_array_equal(fmt.conform(FRAMES[0].astype(np.uint8)), FRAMES[0].astype(np.uint8))
+    with pytest.raises(FrameRefused, match="5 x 7"):
+        fmt.conform(np.zeros((6, 7), np.uint16))
+    with pytest.raises(FrameRefused, match="int16"):
+        fmt.conform(np.zeros((5, 7), np.int16))  # ScanImage's default; refused as by the importer
+    with pytest.raises(FrameRefused, match="2-D"):
+        fmt.conform(np.zeros((5, 7, 3), np.uint16))
