@@ -32,7 +32,7 @@ from tools.bridges.acq_clock import AcquisitionClock
 from tools.bridges.frame_format import FrameFormat, FrameRefused
 from tools.bridges.tiff_dir import DirectoryWatch, WatchedFile
 from tools.bridges.tiff_meta import SI_TIMESTAMP_KEY, declared_channels, scanimage_timestamp_s
-from tools.bridges.tiff_pages import TiffTail, TiffUnreadable
+from tools.bridges.tiff_pages import NotATiff, TiffTail, TiffUnreadable
 
 log = structlog.get_logger(__name__)
 
@@ -157,16 +157,20 @@ class TiffFollower:
                 state.failing_since = now
                 log.debug("file unreadable, retrying", path=str(watched.path), error=str(exc))
             elif now - state.failing_since >= self.settle_s:
-                self._leave(watched, state, f"unreadable for {self.settle_s:g} s: {exc}")
+                # a file named like a TIFF is worth an error; other files in the folder (ScanImage
+                # and others write logs and settings next to the images) only a note
+                quiet = isinstance(exc, NotATiff) and not watched.path.suffix.lower() in (".tif", ".tiff")
+                self._leave(watched, state, f"unreadable for {self.settle_s:g} s: {exc}", quiet=quiet)
         except FileRefused as exc:
             self._leave(watched, state, str(exc))
         return published
 
-    def _leave(self, watched: WatchedFile, state: _FileState, reason: str) -> None:
+    def _leave(self, watched: WatchedFile, state: _FileState, reason: str, quiet: bool = False) -> None:
         state.left = True
         self.counters.files_left += 1
-        log.error("skipping file; the bridge carries on with the others", path=str(watched.path),
-                  reason=reason, pages_read=state.tail.pages_read, frames_published=state.published)
+        (log.info if quiet else log.error)(
+            "skipping file; the bridge carries on with the others", path=str(watched.path),
+            reason=reason, pages_read=state.tail.pages_read, frames_published=state.published)
 
     def _page(self, watched: WatchedFile, state: _FileState, index: int, page: Any, seen_ns: int) -> int:
         if index == 0:

@@ -39,6 +39,10 @@ class TiffUnreadable(Exception):
     """The bytes are there but are not a readable TIFF (not a TIFF, a broken IFD chain, ...)."""
 
 
+class NotATiff(TiffUnreadable):
+    """The file does not start with a TIFF header."""
+
+
 @dataclass(frozen=True)
 class _Layout:
     """Classic TIFF or BigTIFF, and the byte order."""
@@ -55,7 +59,7 @@ class _Layout:
         if len(header) < 8:
             raise PageIncomplete("TIFF header not written yet")
         if header[:2] not in (b"II", b"MM"):
-            raise TiffUnreadable(f"not a TIFF file (starts with {header[:4]!r})")
+            raise NotATiff(f"not a TIFF file (starts with {header[:4]!r})")
         bo = "<" if header[:2] == b"II" else ">"
         version = struct.unpack(bo + "H", header[2:4])[0]
         if version == 42:
@@ -64,7 +68,7 @@ class _Layout:
             if len(header) < 16:
                 raise PageIncomplete("BigTIFF header not written yet")
             return cls(bo, struct.Struct(bo + "Q"), struct.Struct(bo + "Q"), struct.Struct(bo + "HHQ"), 20, 8)
-        raise TiffUnreadable(f"not a TIFF file (version {version}, expected 42 or 43)")
+        raise NotATiff(f"not a TIFF file (version {version}, expected 42 or 43)")
 
 
 class TiffTail:
