@@ -94,17 +94,51 @@ def test_an_ifd_chain_that_loops_is_refused_not_read_twice(tmp_path: Path) -> No
 def test_directory_watch_orders_numerically_and_follows_renames(tmp_path: Path) -> None:
     for name in ("file_10.tif", "file_9.tif", "file_00002.tif"):
         (tmp_path / name).write_bytes(b"II*\x00")
-    watch = DirectoryWatch(tmp_path)
+    watch = DirectoryWatch(tmp_path, listing_share=1.0)  # list the directory on every scan
     assert [f.path.name for f in watch.scan()] == ["file_00002.tif", "file_9.tif", "file_10.tif"]
-    first = watch.files[next(k for k, f in watch.files.items() if f.path.name == "file_9.tif")]
-    first.state = "followed"
+    assert watch.scan() == []  # nothing changed
+    followed = next(f for f in watch.files.values() if f.path.name == "file_9.tif")
+    followed.state = "followed"
     (tmp_path / "file_9.tif").rename(tmp_path / "zzz_done.tif")
     (tmp_path / "file_1.tif").write_bytes(b"II*\x00")  # appears later: after the others
-    names = [f.path.name for f in watch.scan()]
-    assert names == ["file_00002.tif", "zzz_done.tif", "file_10.tif", "file_1.tif"]
+    assert [f.path.name for f in watch.scan()] == ["zzz_done.tif", "file_1.tif"]
+    assert [f.path.name for f in watch.ordered] == ["file_00002.tif", "zzz_done.tif", "file_10.tif", "file_1.tif"]
     renamed = next(f for f in watch.files.values() if f.path.name == "zzz_done.tif")
-    assert renamed.state == "followed"  # the same file: what the follower knows about it survives
+    assert renamed is followed and renamed.state == "followed"  # the same file: what the follower knows survives
+    with open(tmp_path / "file_10.tif", "ab") as fh:
+        fh.write(b"more")
+    assert [f.path.name for f in watch.scan()] == ["file_10.tif"]
+    (tmp_path / "file_10.tif").write_bytes(b"II")  # rewritten, shorter: a new file
+    rewritten = watch.scan()
+    assert [f.path.name for f in rewritten] == ["file_10.tif"] and rewritten[0].state is None
     assert natural_key("a9b") < natural_key("a10b") < natural_key("b1")
+
+
+def test_directory_watch_looks_at_finished_files_less_often(tmp_path: Path) -> None:
+    (tmp_path / "a.tif").write_bytes(b"II*\x00")
+    (tmp_path / "b.tif").write_bytes(b"II*\x00")
+    watch = DirectoryWatch(tmp_path, quiet_after_s=1.0, recheck_s=0.25, listing_share=1.0)
+    watch.scan(now=100.0)
+    watch.scan(now=101.5)  # both unchanged for 1.5 s: quiet
+    with open(tmp_path / "a.tif", "ab") as fh:
+        fh.write(b"x")
+    with open(tmp_path / "b.tif", "ab") as fh:
+        fh.write(b"x")
+    assert [f.path.name for f in watch.scan(now=101.6)] == ["b.tif"]  # the newest is always looked at
+    assert [f.path.name for f in watch.scan(now=101.8)] == ["a.tif"]  # the other at its next look
+
+
+def test_a_large_directory_is_listed_less_often_but_the_newest_file_always(tmp_path: Path) -> None:
+    (tmp_path / "a.tif").write_bytes(b"II*\x00")
+    watch = DirectoryWatch(tmp_path, listing_share=1e-6)  # listing "expensive": next one far away
+    watch.scan(now=10.0)
+    (tmp_path / "b.tif").write_bytes(b"II*\x00")
+    with open(tmp_path / "a.tif", "ab") as fh:
+        fh.write(b"x")
+    assert [f.path.name for f in watch.scan(now=10.001)] == ["a.tif"]  # the newest: looked at
+    assert [f.path.name for f in watch.scan(now=1e9)] == ["b.tif"]  # the new file: at the next listing
+    (tmp_path / "b.tif").rename(tmp_path / "c.tif")
+    assert [f.path.name for f in watch.scan(now=1e9 + 0.001)] == ["c.tif"]  # newest gone: listed at once
 
 
 def test_acquisition_clock_bounds_by_the_fastest_frame_and_restarts() -> None:

@@ -45,7 +45,7 @@ class FileRefused(Exception):
 class _FileState:
     tail: TiffTail
     publish: bool                            # False: pages present at start, consumed unpublished
-    attempted: tuple[int, int] | None = None  # (size, mtime_ns) at the last read
+    next_retry: float = 0.0                  # while waiting for a page: when to read again
     channels: int = 1
     failing_since: float | None = None
     left: bool = False                       # unreadable or refused: not read again
@@ -87,6 +87,7 @@ class TiffFollower:
         self.counters = FollowCounters()
         self._latest_order: tuple[Any, ...] | None = None
         self._scan_failed = False
+        self._again: dict[tuple[int, int], WatchedFile] = {}
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ class TiffFollower:
         """One pass over the directory; returns the number of frames published."""
         first = self.watch.scans == 0
         try:
-            files = self.watch.scan()
+            changed = self.watch.scan()
         except OSError as exc:
             if not self._scan_failed:
                 log.error("cannot list the followed directory; retrying", directory=str(self.watch.directory),
@@ -125,21 +126,30 @@ class TiffFollower:
         if self._scan_failed:
             log.info("followed directory readable again", directory=str(self.watch.directory))
             self._scan_failed = False
-        published = 0
         now = time.monotonic()
-        for watched in files:
+        # files whose last read stopped at an incomplete or unreadable page are read again even if
+        # they look unchanged: filling in a page's IFD does not change the file's size, and some
+        # file systems keep modification times to the second
+        again = [w for key, w in list(self._again.items())
+                 if self.watch.files.get(key) is w and w not in changed and w.state.next_retry <= now]
+        published = 0
+        for watched in sorted(changed + again, key=lambda f: f.order) if again else changed:
             state = watched.state
             if state is None:
                 state = watched.state = _FileState(TiffTail(watched.path), publish=self.publish_existing or not first)
             if state.left:
                 continue
-            stamp = (watched.size, watched.mtime_ns)
-            if stamp == state.attempted and state.failing_since is None:
-                continue  # nothing new since the last read
-            state.attempted = stamp
             state.tail.path = watched.path
             published += self._read(watched, state, now)
             state.publish = True  # what was there at start is consumed; whatever comes next is new
+            if not state.left and (state.failing_since is not None or state.tail.waiting):
+                self._again[watched.key] = watched
+                hurry = now - watched.changed_at < self.settle_s
+                state.next_retry = now if hurry else now + self.watch.recheck_s
+            else:
+                self._again.pop(watched.key, None)
+        for key in [k for k in self._again if k not in self.watch.files]:
+            del self._again[key]
         return published
 
     # --- one file -----------------------------------------------------------------------

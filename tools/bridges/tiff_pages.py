@@ -80,6 +80,7 @@ class TiffTail:
         self._layout: _Layout | None = None
         self._pointer_pos = 0          # where the offset of the next unread IFD is stored
         self._seen: set[int] = set()   # IFD offsets already read: a chain that loops is broken
+        self.waiting = False           # the last read stopped at a page not complete yet
 
     def read_new(self, expect_inode: int | None = None) -> Iterator[tuple[int, tifffile.TiffPage]]:
         """Yield (page index, page) for each complete page not yet read, then stop.
@@ -87,7 +88,8 @@ class TiffTail:
         Pixels must be decoded (``page.asarray()``) before asking for the next page: the file
         is closed when the iteration ends. Stops quietly at a page that is not complete yet;
         raises `TiffUnreadable` for bytes that are present but invalid, and `OSError` if the
-        file went away. A page is counted as read when it is yielded.
+        file went away. A page is counted as read when it is yielded. Afterwards `waiting` says
+        whether the read stopped at a page that is not complete yet (rather than at the end).
         """
         with open(self.path, "rb") as fh:
             stat = os.fstat(fh.fileno())
@@ -97,11 +99,13 @@ class TiffTail:
             tif: tifffile.TiffFile | None = None
             try:
                 while True:
+                    self.waiting = True
                     try:
                         located = self._next_ifd(fh, size)
                     except PageIncomplete:
                         return
                     if located is None:
+                        self.waiting = False
                         return
                     ifd, next_pointer = located
                     if tif is None:
