@@ -51,6 +51,7 @@ class _FileState:
     left: bool = False                       # unreadable or refused: not read again
     refused_frames: int = 0
     published: int = 0
+    out_of_order: bool = False               # warned that it grew after a later file started
 
 
 @dataclass
@@ -201,7 +202,7 @@ class TiffFollower:
         if taken_s is None:
             assert self.rate_hz is not None
             taken_s = seq / self.rate_hz
-        self._check_order(watched)
+        self._check_order(watched, state)
         self.publisher.publish(pixels, seq=seq, t_acq_ns=self.clock.acquired_ns(taken_s, seen_ns),
                                channel=self.channel or 0)
         state.published += 1
@@ -215,11 +216,13 @@ class TiffFollower:
         state.refused_frames += 1
         self.counters.refused_frames += 1
 
-    def _check_order(self, watched: WatchedFile) -> None:
-        if self._latest_order is not None and watched.order < self._latest_order:
-            log.warning("an earlier file grew after a later one started: frames published in arrival order",
+    def _check_order(self, watched: WatchedFile, state: _FileState) -> None:
+        if self._latest_order is not None and watched.order < self._latest_order and not state.out_of_order:
+            state.out_of_order = True
+            log.warning("an earlier file grew after a later one started: its frames are published as they come",
                         path=str(watched.path))
-        self._latest_order = max(watched.order, self._latest_order or watched.order)
+        if self._latest_order is None or watched.order > self._latest_order:
+            self._latest_order = watched.order
 
     def _channels_of(self, watched: WatchedFile, first_page: Any) -> int:
         declared = declared_channels(first_page)
