@@ -130,7 +130,7 @@ def test_directory_watch_looks_at_finished_files_less_often(tmp_path: Path) -> N
 
 def test_a_large_directory_is_listed_less_often_but_the_newest_file_always(tmp_path: Path) -> None:
     (tmp_path / "a.tif").write_bytes(b"II*\x00")
-    watch = DirectoryWatch(tmp_path, listing_share=1e-6)  # listing "expensive": next one far away
+    watch = DirectoryWatch(tmp_path, listing_share=1e-6, max_listing_gap_s=1e6)  # listing "expensive": next one far away
     watch.scan(now=10.0)
     (tmp_path / "b.tif").write_bytes(b"II*\x00")
     with open(tmp_path / "a.tif", "ab") as fh:
@@ -139,6 +139,11 @@ def test_a_large_directory_is_listed_less_often_but_the_newest_file_always(tmp_p
     assert [f.path.name for f in watch.scan(now=1e9)] == ["b.tif"]  # the new file: at the next listing
     (tmp_path / "b.tif").rename(tmp_path / "c.tif")
     assert [f.path.name for f in watch.scan(now=1e9 + 0.001)] == ["c.tif"]  # newest gone: listed at once
+    capped = DirectoryWatch(tmp_path, listing_share=1e-6, max_listing_gap_s=0.1)
+    capped.scan(now=10.0)
+    (tmp_path / "d.tif").write_bytes(b"II*\x00")
+    assert capped.scan(now=10.05) == []
+    assert [f.path.name for f in capped.scan(now=10.11)] == ["d.tif"]  # listed again within the cap
 
 
 def test_acquisition_clock_bounds_by_the_fastest_frame_and_restarts() -> None:

@@ -31,7 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tiff.add_argument("--channels", type=int, default=None,
                       help="channels interleaved page by page (default: what the file declares "
                            "(ScanImage, ImageJ), else 1)")
-    tiff.add_argument("--dtype", choices=FRAME_DTYPES, default="uint16", help="dtype of the published frames")
+    tiff.add_argument("--dtype", choices=FRAME_DTYPES, default=None,
+                      help="dtype of the published frames (default: uint16, or what the daemon announces)")
     tiff.add_argument("--shape", type=int, nargs=2, default=None, metavar=("HEIGHT", "WIDTH"),
                       help="shape of the published frames (default: the first frame's)")
     tiff.add_argument("--control-endpoint", default=None, metavar="ENDPOINT",
@@ -81,14 +82,14 @@ def run(args: argparse.Namespace) -> int:
         except (TimeoutError, ValueError) as exc:
             log.error("bridge not started: cannot learn the frame format from the daemon", error=str(exc))
             return 1
-        configured = (np.dtype(args.dtype), tuple(args.shape) if args.shape else frame_format.shape)
-        if configured != (frame_format.dtype, frame_format.shape):
+        given = (np.dtype(args.dtype or frame_format.dtype), tuple(args.shape) if args.shape else frame_format.shape)
+        if given != (frame_format.dtype, frame_format.shape):
             log.error("bridge not started: --dtype/--shape differ from what the daemon takes",
                       daemon=[frame_format.dtype.name, list(frame_format.shape or ())],
-                      given=[args.dtype, list(configured[1] or ())])
+                      given=[given[0].name, list(given[1] or ())])
             return 2
     else:
-        frame_format = FrameFormat(np.dtype(args.dtype), tuple(args.shape) if args.shape else None,
+        frame_format = FrameFormat(np.dtype(args.dtype or "uint16"), tuple(args.shape) if args.shape else None,
                                    "configured with --dtype/--shape")
     watch = DirectoryWatch(args.follow, args.glob)
     stop = threading.Event()

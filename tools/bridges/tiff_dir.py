@@ -14,7 +14,8 @@ that ScanImage, ThorImage and Prairie View put in their names (``file_00009.tif`
 
 Cost: the newest file is looked at (stat) on every scan. The directory is listed on every
 scan too while listing is cheap, and otherwise only as often as keeps listing under a tenth
-of the time (`listing_share`): listing 1,000 files takes about 0.7 ms here, so a folder that
+of the time (`listing_share`, against a running average of the listing time, and at least
+every `max_listing_gap_s`): listing 1,000 files takes about 0.7 ms here, so a folder that
 large is listed about every 7 ms and new files in it are found up to that much later. In a
 listing, a file is looked at while it changes, and only every `recheck_s` once it has been
 unchanged for `quiet_after_s` (files the acquisition software has finished).
@@ -57,12 +58,14 @@ class WatchedFile:
 
 class DirectoryWatch:
     def __init__(self, directory: str | os.PathLike[str], pattern: str = "*", *, quiet_after_s: float = 1.0,
-                 recheck_s: float = 0.25, listing_share: float = 0.1) -> None:
+                 recheck_s: float = 0.25, listing_share: float = 0.1, max_listing_gap_s: float = 0.1) -> None:
         self.directory = Path(directory)
         self.pattern = pattern
         self.quiet_after_s = quiet_after_s
         self.recheck_s = recheck_s
         self.listing_share = listing_share
+        self.max_listing_gap_s = max_listing_gap_s
+        self._listing_s: float | None = None  # running average of how long a listing takes
         self._next_listing = 0.0
         self.files: dict[tuple[int, int], WatchedFile] = {}
         self.ordered: list[WatchedFile] = []   # every file present, in acquisition order
@@ -106,7 +109,9 @@ class DirectoryWatch:
             self.ordered = sorted(present.values(), key=lambda f: f.order)
         self.scans += 1
         took = time.perf_counter() - started
-        self._next_listing = now + took * (1 - self.listing_share) / self.listing_share
+        self._listing_s = took if self._listing_s is None else 0.8 * self._listing_s + 0.2 * took
+        gap = self._listing_s * (1 - self.listing_share) / self.listing_share
+        self._next_listing = now + min(gap, self.max_listing_gap_s)
         return sorted(changed, key=lambda f: f.order)
 
     def _look_at(self, watched: WatchedFile, now: float) -> list[WatchedFile] | None:
