@@ -62,6 +62,18 @@ def test_tifffile_writer_states_are_never_read_early(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.stack(got), FRAMES)
 
 
+def test_pages_not_wanted_are_passed_over_unparsed_once_the_next_one_is_there(tmp_path: Path) -> None:
+    path = tmp_path / "skip.tif"
+    path.write_bytes(tiff_bytes(FRAMES))
+    got = [(i, page) for i, page in TiffTail(path).read_new(wanted=lambda index: index == 0)]
+    assert [i for i, _ in got] == [0, 1, 2]
+    assert got[0][1] is not None and got[1][1] is None
+    assert got[2][1] is not None  # the last page has no successor yet: checked in full all the same
+    data = tiff_bytes(FRAMES)
+    path.write_bytes(data[:-5])  # the last page's pixels not all there: not passed over
+    assert [i for i, _ in TiffTail(path).read_new(wanted=lambda index: False)] == [0, 1]
+
+
 def test_not_a_tiff_and_a_broken_chain_are_unreadable(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tif"
     junk.write_bytes(b"this is not a TIFF file at all")

@@ -52,6 +52,12 @@ class _FileState:
     refused_frames: int = 0
     published: int = 0
     out_of_order: bool = False               # warned that it grew after a later file started
+    channel: int = 0                         # the channel published
+
+    def wanted(self, index: int) -> bool:
+        """Whether page `index` is needed: the first (it says how many channels), and the chosen
+        channel's pages once publishing (not those already there when the bridge started)."""
+        return index == 0 or (self.publish and index % self.channels == self.channel)
 
 
 @dataclass
@@ -137,7 +143,8 @@ class TiffFollower:
         for watched in sorted(changed + again, key=lambda f: f.order) if again else changed:
             state = watched.state
             if state is None:
-                state = watched.state = _FileState(TiffTail(watched.path), publish=self.publish_existing or not first)
+                state = watched.state = _FileState(TiffTail(watched.path), publish=self.publish_existing or not first,
+                                                   channel=self.channel or 0)
             if state.left:
                 continue
             state.tail.path = watched.path
@@ -158,8 +165,9 @@ class TiffFollower:
     def _read(self, watched: WatchedFile, state: _FileState, now: float) -> int:
         published = 0
         try:
-            for index, page in state.tail.read_new(expect_inode=watched.key[1]):
-                published += self._page(watched, state, index, page, time.monotonic_ns())
+            for index, page in state.tail.read_new(expect_inode=watched.key[1], wanted=state.wanted):
+                if page is not None:
+                    published += self._page(watched, state, index, page, time.monotonic_ns())
             state.failing_since = None
         except FileNotFoundError:
             pass  # renamed or removed since the scan: the next scan says which
@@ -186,7 +194,7 @@ class TiffFollower:
     def _page(self, watched: WatchedFile, state: _FileState, index: int, page: Any, seen_ns: int) -> int:
         if index == 0:
             state.channels = self._channels_of(watched, page)
-        if index % state.channels != (self.channel or 0) or not state.publish:
+        if not (state.publish and index % state.channels == state.channel):
             return 0
         taken_s = scanimage_timestamp_s(page)
         if taken_s is None and self.rate_hz is None:

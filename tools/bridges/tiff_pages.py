@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -82,8 +82,14 @@ class TiffTail:
         self._seen: set[int] = set()   # IFD offsets already read: a chain that loops is broken
         self.waiting = False           # the last read stopped at a page not complete yet
 
-    def read_new(self, expect_inode: int | None = None) -> Iterator[tuple[int, tifffile.TiffPage]]:
+    def read_new(self, expect_inode: int | None = None,
+                 wanted: Callable[[int], bool] | None = None) -> Iterator[tuple[int, tifffile.TiffPage | None]]:
         """Yield (page index, page) for each complete page not yet read, then stop.
+
+        A page that `wanted(index)` declines is passed over without being parsed, as
+        (index, None), once the next page's IFD is there (its writer has moved on); that keeps
+        reading past thousands of pages cheap (the pages already there when the bridge starts,
+        the other channels).
 
         Pixels must be decoded (``page.asarray()``) before asking for the next page: the file
         is closed when the iteration ends. Stops quietly at a page that is not complete yet;
@@ -108,6 +114,13 @@ class TiffTail:
                         self.waiting = False
                         return
                     ifd, next_pointer = located
+                    index = self.pages_read
+                    if wanted is not None and not wanted(index) and self._pointer_at(fh, next_pointer) != 0:
+                        self._seen.add(ifd)
+                        self._pointer_pos = next_pointer
+                        self.pages_read += 1
+                        yield index, None
+                        continue
                     if tif is None:
                         tif = _open_tifffile(fh)
                     page = self._parse(tif, fh, ifd, size)
@@ -115,12 +128,16 @@ class TiffTail:
                         return
                     self._seen.add(ifd)
                     self._pointer_pos = next_pointer
-                    index = self.pages_read
                     self.pages_read += 1
                     yield index, page
             finally:
                 if tif is not None:
                     tif.close()
+
+    def _pointer_at(self, fh: BinaryIO, position: int) -> int:
+        assert self._layout is not None
+        fh.seek(position)
+        return int(self._layout.offset.unpack(fh.read(self._layout.offset.size))[0])
 
     def _next_ifd(self, fh: BinaryIO, size: int) -> tuple[int, int] | None:
         """(offset of the next IFD, position of its own next-IFD pointer), or None if there is none yet."""
