@@ -117,14 +117,16 @@ def test_visible_overlap_matches_the_configured_fraction() -> None:
     assert np.mean([visible_overlap(a.neural, b.neural) for a, b in itertools.permutations(plain, 2)]) > 0.8
 
 
-def test_deformation_is_smooth_bounded_and_mostly_non_rigid() -> None:
+def test_deformation_is_smooth_bounded_and_non_rigid() -> None:
     rms = 0.03
     grid = field_grid()
     h = 1e-4
-    for seed in range(6):
+    for seed in range(50):
         d = Deformation.sample(np.random.default_rng(seed), rms, 1.0)
-        assert d.non_rigid_rms() == pytest.approx(rms, rel=1e-9)  # what rigid alignment cannot remove
         disp = d.displacement(grid)
+        # All of it survives rigid alignment: its RMS is the configured non-rigid RMS.
+        assert d.non_rigid_rms() == pytest.approx(rms, rel=1e-9)
+        assert np.sqrt((disp**2).sum(axis=1).mean()) == pytest.approx(rms, rel=1e-6)
         assert np.linalg.norm(disp, axis=1).max() < 4 * rms  # bounded
         # Smooth and fold-free: the Jacobian stays close to the identity everywhere, and the
         # steepest change is what waves of at most one cycle per field allow (white noise on
@@ -205,10 +207,10 @@ def test_frames_differ_more_after_rigid_alignment() -> None:
     """As the trainer sees the frames: registration images (trainer.alignment) of one short trial
     per animal, pooled as the encoder pools, brought into the template's frame by the true field-
     of-view transform; pairs of animals then correlate less in the varied preset."""
-    corr = {name: images(get_preset(name).with_overrides(trial_seconds=6.0), 0, estimate=False)
-            ["aligned_correlation"]["mean"] for name in ("tiny", "tiny-varied")}
+    corr = {name: np.mean([images(get_preset(name).with_overrides(trial_seconds=6.0), seed, estimate=False)
+                           ["aligned_correlation"]["mean"] for seed in (0, 1)]) for name in ("tiny", "tiny-varied")}
     assert corr["tiny"] > 0.65  # the true transform does align the original preset's animals
-    assert corr["tiny-varied"] < corr["tiny"] - 0.05, corr
+    assert corr["tiny-varied"] < corr["tiny"] - 0.03, corr
 
 
 def test_true_alignment_is_the_best_rigid_alignment() -> None:
@@ -252,7 +254,7 @@ def test_cli_simulates_a_varied_dataset_and_the_ceiling_reads_it(tmp_path: Path)
                  "--frame-shape", "24", "32", "--no-figure", "--out", str(out)]) == 0
     assert len(list_trials(out)) == 2
     manifest = json.loads((out / "dataset.json").read_text())
-    assert manifest["config"]["variation"]["visible_fraction"] == 0.7
+    assert manifest["config"]["variation"]["visible_fraction"] == 0.75
     assert all(a["deformation_rms_px"] > 0 for a in manifest["animals"])
 
     from tools.simulator.ceiling import ceiling

@@ -28,12 +28,12 @@ class AnimalVariation:
     """How far each animal departs from the template after rigid alignment (normalised units:
     the half field of view is 1, so 0.03 is 3.8 px of a 256-px frame)."""
 
-    visible_fraction: float = 0.7  # each animal shows exactly this share of the template's neurons
+    visible_fraction: float = 0.75  # each animal shows exactly this share of the template's neurons
     extra_fraction: float = 0.2  # animal-specific neurons, as a share of the template's size
     deformation_rms: float = 0.03  # RMS displacement left after the best similarity fit
     deformation_cycles: float = 1.0  # highest spatial frequency of the displacement, cycles per field
     gain_sd: float = 0.35  # per-neuron response gain: log-normal, this sd of the log, mean 1
-    tuning_shared: float = 0.7  # expected correlation of a neuron's tuning between two animals
+    tuning_shared: float = 0.8  # expected correlation of a neuron's tuning between two animals
 
     def __post_init__(self) -> None:
         if not 0.0 < self.visible_fraction <= 1.0:
@@ -77,15 +77,21 @@ def response_gains(rng: np.random.Generator, n: int, sd: float) -> np.ndarray:
     return rng.lognormal(-0.5 * sd * sd, sd, n)
 
 
-def similarity_residual(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """What is left of `dst - src` (N x 2) after the least-squares similarity transform (rotation,
-    scale, translation) from `src` to `dst`: the part rigid alignment cannot remove. In complex
-    numbers the fit is a linear regression dst ~ a * src + b."""
+def similarity_fit(src: np.ndarray, dst: np.ndarray) -> tuple[complex, complex]:
+    """Least-squares similarity transform (rotation, scale, translation) from `src` to `dst`
+    (N x 2): in complex numbers a linear regression, dst ~ a * src + b. Returns (a, b)."""
     s = src[:, 0] + 1j * src[:, 1]
     d = dst[:, 0] + 1j * dst[:, 1]
-    sc, dc = s - s.mean(), d - d.mean()
-    a = np.vdot(sc, dc) / max(float(np.vdot(sc, sc).real), 1e-12)
-    r = dc - a * sc
+    sc = s - s.mean()
+    a = complex(np.vdot(sc, d - d.mean()) / max(float(np.vdot(sc, sc).real), 1e-12))
+    return a, complex(d.mean() - a * s.mean())
+
+
+def similarity_residual(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """What is left of `dst - src` (N x 2) after the best similarity transform from `src` to
+    `dst`: the part rigid alignment cannot remove."""
+    a, b = similarity_fit(src, dst)
+    r = (dst[:, 0] + 1j * dst[:, 1]) - (a * (src[:, 0] + 1j * src[:, 1]) + b)
     return np.stack([r.real, r.imag], axis=1)
 
 
@@ -99,14 +105,19 @@ def field_grid(side: int = GRID_SIDE) -> np.ndarray:
 @dataclass(frozen=True)
 class Deformation:
     """A smooth displacement field over normalised coordinates, template -> this animal's
-    anatomy: a sum of a few low-frequency plane waves, D(x) = sum_k a_k sin(k_k . x + phi_k)."""
+    anatomy: a sum of a few low-frequency plane waves, D(x) = sum_k a_k sin(k_k . x + phi_k),
+    less its own best similarity transform (x -> L x + t over the field): the animal's rigid
+    pose is its field-of-view transform's job, so all of this field survives rigid alignment."""
 
     wavevectors: np.ndarray  # K x 2, radians per normalised unit
     amplitudes: np.ndarray  # K x 2, displacement vector of each wave
     phases: np.ndarray  # K
+    linear: np.ndarray  # 2 x 2, similarity part removed (scale-rotation minus identity)
+    offset: np.ndarray  # 2, translation removed
 
     def displacement(self, points: np.ndarray) -> np.ndarray:
-        return np.sin(points @ self.wavevectors.T + self.phases) @ self.amplitudes
+        waves = np.sin(points @ self.wavevectors.T + self.phases) @ self.amplitudes
+        return waves - points @ self.linear.T - self.offset
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         return points + self.displacement(points)
@@ -127,14 +138,19 @@ class Deformation:
 
     @staticmethod
     def sample(rng: np.random.Generator, rms: float, cycles: float, n_modes: int = N_MODES) -> Deformation:
-        """A random field whose non-rigid part has RMS `rms` over the field. Frequencies lie
-        between half and all of `cycles` per field width (2 units): low enough to bend the
-        anatomy as a whole, never so low that it is a mere shift or scale."""
+        """A random field of RMS `rms` over the field, none of it a similarity transform.
+        Frequencies lie between half and all of `cycles` per field width (2 units): low enough to
+        bend the anatomy as a whole, high enough not to be mostly a shift or scale."""
         freq = np.pi * cycles * rng.uniform(0.5, 1.0, n_modes)  # a cycle per field is pi rad/unit
         direction = rng.uniform(0.0, 2 * np.pi, n_modes)
         k = freq[:, None] * np.stack([np.cos(direction), np.sin(direction)], axis=1)
-        field = Deformation(k, rng.normal(size=(n_modes, 2)), rng.uniform(0.0, 2 * np.pi, n_modes))
-        if rms == 0.0:
-            return Deformation(k, np.zeros((n_modes, 2)), field.phases)
-        # The residual is linear in the amplitudes, so one rescale hits the target exactly.
-        return Deformation(k, field.amplitudes * (rms / field.non_rigid_rms()), field.phases)
+        amplitudes, phases = rng.normal(size=(n_modes, 2)), rng.uniform(0.0, 2 * np.pi, n_modes)
+        grid = field_grid()
+        waves = Deformation(k, amplitudes, phases, np.zeros((2, 2)), np.zeros(2))
+        a, b = similarity_fit(grid, waves.apply(grid))
+        m = a - 1.0
+        field = Deformation(k, amplitudes, phases, np.array([[m.real, -m.imag], [m.imag, m.real]]),
+                            np.array([b.real, b.imag]))
+        # Everything is linear in the amplitudes, so one rescale hits the target exactly.
+        gain = 0.0 if rms == 0.0 else rms / field.non_rigid_rms()
+        return Deformation(k, amplitudes * gain, phases, field.linear * gain, field.offset * gain)
