@@ -242,7 +242,7 @@ def test_true_alignment_is_the_best_rigid_alignment() -> None:
 
 
 def test_variation_rejects_bad_settings() -> None:
-    for bad in ({"visible_fraction": 0.0}, {"extra_fraction": -0.1}, {"deformation_rms": 0.5},
+    for bad in ({"visible_fraction": 0.0}, {"extra_fraction": -0.1}, {"deformation_rms": 0.08},
                 {"deformation_cycles": 0.0}, {"gain_sd": -1.0}, {"tuning_shared": 1.5}):
         with pytest.raises(ValueError):
             AnimalVariation(**bad)

@@ -122,7 +122,8 @@ def pooled(frames: np.ndarray, side: int = POOLED_SIDE) -> np.ndarray:
 def true_alignment(animal: AnimalNeural, frame_shape: tuple[int, int]) -> Alignment:
     """The simulator's own field-of-view transform as a `trainer.alignment.Alignment`. The
     simulator's coordinates put pixel centres at +-1, `affine_grid`'s put pixel edges there (and
-    average pooling keeps edges), so a shift of t in the former is t (W - 1) / W in the latter."""
+    average pooling keeps edges): the two differ by a scale of W / (W - 1) per axis, so rotation
+    and scale carry over and a shift t becomes t (W - 1) / W (exact for square frames)."""
     from trainer.alignment import Alignment
 
     h, w = frame_shape
