@@ -16,7 +16,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
                         help="tiny: 4 animals x 2 trials x 20 s, 64x64 (tests, demo); "
-                             "bench: 8 animals x 3 trials x 60 s, 256x256 (trainer benchmark)")
+                             "bench: 8 animals x 3 trials x 60 s, 256x256 (trainer benchmark); "
+                             "tiny-varied, bench-varied: the same sizes, animals that also differ after "
+                             "rigid alignment (deformed anatomy, visible subset, gains, partly shared tuning)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed and preset give the same bytes")
     parser.add_argument("--out", type=Path, required=True, help="dataset directory to write (created)")
     parser.add_argument("--animals", type=int, help="override the preset's number of animals")

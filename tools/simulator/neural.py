@@ -6,6 +6,9 @@ neurons, brightness, baseline, detector gain/offset, indicator kinetics (GCaMP-l
 50-100 ms, decay 0.5-1.5 s) and a tissue background of its own. Tuned neurons are shared,
 so an encoder guided by behaviour can find animal-invariant features; the raw pixels differ
 per animal, so a linear read-out of raw frames does not transfer and identity is obvious.
+The `*-varied` presets also make animals differ after rigid alignment (`AnimalNeural.sample_varied`,
+tools/simulator/variation.py): deformed anatomy, a visible subset, per-neuron gains, partly
+shared tuning.
 
 Rendering is vectorised: each neuron's blurred footprint is computed once per animal, a block
 of frames is `activity @ footprints`, then drift, rigid motion, shot and read noise are added.
@@ -14,18 +17,20 @@ of frames is `activity @ footprints`, then drift, rigid motion, shot and read no
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.signal import lfilter
 
 from tools.simulator.behaviour import N_ACTIONS
 from tools.simulator.pose import KINEMATIC_FEATURES, _lowpass
+from tools.simulator.variation import AnimalVariation, Deformation, mix_tuning, response_gains, visible_subset
 
 N_KIN = len(KINEMATIC_FEATURES)
 # The connective in coronal section: two lobes (left/right halves) side by side.
 LOBE_CENTERS = np.array([[-0.38, 0.0], [0.38, 0.0]])
 LOBE_RADII = np.array([0.32, 0.62])  # x, y half-axes (normalised FOV units)
+POSITION_JITTER = 0.015  # per-neuron misplacement from the template (normalised; not smooth)
 
 
 def _in_lobes(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -110,6 +115,7 @@ class AnimalNeural:
     drift_fraction: float
     motion_px: float
     jump_rate_hz: float
+    deformation: Deformation | None = None  # non-rigid anatomy (varied presets only), template -> animal
 
     @staticmethod
     def sample(template: NeuronSet, rng: np.random.Generator, *, missing_fraction: tuple[float, float] = (0.1, 0.2),
@@ -123,17 +129,14 @@ class AnimalNeural:
         theta = float(rng.uniform(-12, 12) * np.pi / 180)
         scale = float(rng.uniform(0.85, 1.15))
         shift = rng.uniform(-0.12, 0.12, 2)
-        jittered = neurons.positions + rng.normal(0, 0.015, neurons.positions.shape)
-        moved = _transform(jittered, theta, scale, shift)
-        neurons = NeuronSet(**{**{k: getattr(neurons, k) for k in neurons.__dataclass_fields__},
-                               "positions": moved, "sigma": neurons.sigma * scale})
+        jittered = neurons.positions + rng.normal(0, POSITION_JITTER, neurons.positions.shape)
         return AnimalNeural(
-            neurons=neurons,
+            neurons=_place(neurons, jittered, theta, scale, shift),
             template_index=np.concatenate([keep, np.full(n_extra, -1)]),
             rotation_rad=theta,
             scale=scale,
             translation=shift,
-            brightness=rng.uniform(0.6, 1.6) * rng.lognormal(np.log(30.0), 0.35, len(neurons)),
+            brightness=_neuron_brightness(rng, len(neurons)),
             background_photons=float(rng.uniform(8.0, 30.0)),
             background_seed=int(rng.integers(2**31)),
             gain=float(rng.uniform(1.5, 4.0)),
@@ -146,6 +149,54 @@ class AnimalNeural:
             motion_px=float(rng.uniform(0.2, 0.6)),
             jump_rate_hz=float(rng.uniform(0.01, 0.05)),
         )
+
+    @staticmethod
+    def sample_varied(template: NeuronSet, variation: AnimalVariation, rng: np.random.Generator) -> AnimalNeural:
+        """The animal `sample` draws from the same generator (field-of-view transform, optics,
+        indicator, background), made to differ after rigid alignment too (tools.simulator.variation):
+        a fixed-size visible subset of the template plus neurons of its own, tuning partly its own,
+        a response gain per neuron, and its anatomy deformed. The variation has a generator of its
+        own, so a varied preset's animals keep the original preset's transforms for the same seed."""
+        base = AnimalNeural.sample(template, rng)
+        own = np.random.default_rng(rng.integers(2**63))
+        n = len(template)
+        keep = visible_subset(n, variation.n_visible(n), own)
+        kept = _individualise(template.take(keep), template, variation, own)
+        n_extra = variation.n_extra(n)
+        neurons = NeuronSet.concat(kept, NeuronSet.sample(own, n_extra, tuned_fraction=0.5))
+        deformation = Deformation.sample(own, variation.deformation_rms, variation.deformation_cycles)
+        anatomy = deformation.apply(neurons.positions) + own.normal(0, POSITION_JITTER, neurons.positions.shape)
+        return replace(
+            base,
+            neurons=_place(neurons, anatomy, base.rotation_rad, base.scale, base.translation),
+            template_index=np.concatenate([keep, np.full(n_extra, -1)]),
+            brightness=_neuron_brightness(own, len(neurons)),
+            deformation=deformation,
+        )
+
+
+def _neuron_brightness(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Resting photons at each footprint's peak: an animal-wide level times a per-neuron spread."""
+    return rng.uniform(0.6, 1.6) * rng.lognormal(np.log(30.0), 0.35, n)
+
+
+def _place(neurons: NeuronSet, positions: np.ndarray, theta: float, scale: float, shift: np.ndarray) -> NeuronSet:
+    """`neurons` at `positions` (template coordinates) seen through the field-of-view transform."""
+    return replace(neurons, positions=_transform(positions, theta, scale, shift), sigma=neurons.sigma * scale)
+
+
+def _individualise(kept: NeuronSet, template: NeuronSet, variation: AnimalVariation,
+                   rng: np.random.Generator) -> NeuronSet:
+    """The template's neurons as this animal has them: tuning mixed with a deviation of its own
+    (drawn like the template's tuning), response amplitude times a gain of its own."""
+    private = NeuronSet.sample(rng, len(kept))
+    rho = variation.tuning_shared
+    return replace(
+        kept,
+        action_weights=mix_tuning(kept.action_weights, private.action_weights, rho, template.action_weights.mean(0)),
+        kin_weights=mix_tuning(kept.kin_weights, private.kin_weights, rho, template.kin_weights.mean(0)),
+        amplitude=kept.amplitude * response_gains(rng, len(kept), variation.gain_sd),
+    )
 
 
 def _transform(points: np.ndarray, theta: float, scale: float, shift: np.ndarray) -> np.ndarray:
@@ -246,6 +297,8 @@ class Renderer:
         pts = np.stack([u.ravel(), v.ravel()], axis=1)
         c, s = np.cos(-a.rotation_rad), np.sin(-a.rotation_rad)
         tmpl = ((pts - a.translation) / a.scale) @ np.array([[c, -s], [s, c]]).T
+        if a.deformation is not None:  # the lobes bend with the neurons in them
+            tmpl = a.deformation.invert(tmpl)
         tissue = np.zeros(len(pts))
         for center in LOBE_CENTERS:
             r = np.sqrt((((tmpl - center) / LOBE_RADII) ** 2).sum(axis=1))

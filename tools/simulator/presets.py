@@ -1,9 +1,13 @@
-"""Named simulation sizes. `tiny` is for unit tests and the demo, `bench` for the trainer benchmark."""
+"""Named simulation sizes. `tiny` is for unit tests and the demo, `bench` for the trainer benchmark;
+`tiny-varied` and `bench-varied` are the same sizes with animals that also differ after rigid
+alignment (tools/simulator/variation.py)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+from tools.simulator.variation import AnimalVariation
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,7 @@ class SimulationConfig:
     neural_rate_hz: float = 16.0
     pose_rate_hz: float = 100.0
     n_template_neurons: int = 60
+    variation: AnimalVariation | None = None  # None: animals differ by the rigid transform and optics only
 
     def __post_init__(self) -> None:
         if self.n_animals < 1 or self.trials_per_animal < 1:
@@ -37,6 +42,8 @@ class SimulationConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["frame_shape"] = list(self.frame_shape)
+        if self.variation is None:
+            del d["variation"]  # manifests of the original presets stay as they were
         return d
 
 
@@ -46,6 +53,9 @@ PRESETS: dict[str, SimulationConfig] = {
     "bench": SimulationConfig(name="bench", n_animals=8, trials_per_animal=3, trial_seconds=60.0,
                               frame_shape=(256, 256), n_template_neurons=120),
 }
+# The same sizes (so results compare one to one) with animals that also differ after alignment.
+PRESETS["tiny-varied"] = replace(PRESETS["tiny"], name="tiny-varied", variation=AnimalVariation())
+PRESETS["bench-varied"] = replace(PRESETS["bench"], name="bench-varied", variation=AnimalVariation())
 
 
 def get_preset(name: str) -> SimulationConfig:

@@ -66,7 +66,8 @@ def make_animals(config: SimulationConfig, seed: int) -> tuple[NeuronSet, list[A
             animal_id=f"animal{i:02d}",
             behaviour=BehaviourParams.sample(rng),
             pose=PoseParams.sample(rng),
-            neural=AnimalNeural.sample(template, rng),
+            neural=(AnimalNeural.sample(template, rng) if config.variation is None
+                    else AnimalNeural.sample_varied(template, config.variation, rng)),
         ))
     return template, animals
 
@@ -169,17 +170,25 @@ def simulate_dataset(config: SimulationConfig, seed: int, out_dir: str | os.Path
         "simulator_version": SIMULATOR_VERSION,
         "seed": seed,
         "config": config.to_dict(),
-        "animals": [
-            {"animal_id": a.animal_id, "n_neurons": len(a.neural.neurons),
-             "n_shared": int((a.neural.template_index >= 0).sum()),
-             "rotation_deg": round(float(np.degrees(a.neural.rotation_rad)), 2),
-             "scale": round(a.neural.scale, 3), "rise_s": round(a.neural.rise_s, 3),
-             "decay_s": round(a.neural.decay_s, 3)}
-            for a in animals
-        ],
+        "animals": [_describe(a, config) for a in animals],
         "trials": [p.name for p in paths],
     }
     tmp = out / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, out / MANIFEST)
     return paths
+
+
+def _describe(animal: Animal, config: SimulationConfig) -> dict[str, object]:
+    """An animal's line in the manifest: its neurons, field-of-view transform, kinetics and
+    (varied presets) how much of its anatomy's deformation rigid alignment cannot remove."""
+    n = animal.neural
+    d: dict[str, object] = {
+        "animal_id": animal.animal_id, "n_neurons": len(n.neurons), "n_shared": int((n.template_index >= 0).sum()),
+        "rotation_deg": round(float(np.degrees(n.rotation_rad)), 2), "scale": round(n.scale, 3),
+        "rise_s": round(n.rise_s, 3), "decay_s": round(n.decay_s, 3),
+    }
+    if n.deformation is not None:
+        px_per_unit = (min(config.frame_shape) - 1) / 2
+        d["deformation_rms_px"] = round(n.deformation.non_rigid_rms() * px_per_unit, 2)
+    return d
