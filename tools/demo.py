@@ -102,7 +102,7 @@ def main() -> int:
     held_out_animal, replay_trial, calibration_trials = _held_out_trials(data)
     print(f"held-out animal: {held_out_animal} (its labels are never used for training)")
 
-    _step("2/6 train the encoder (pose-guided contrastive, per-animal normalisation)")
+    _step("2/6 train the encoder (pose-guided contrastive, per-animal normalisation, cross-animal positives)")
     _actionloop(
         "train", *TRAIN, "--data", str(data), "--out", str(run_dir),
         "--set", f'data.exclude_animals=["{held_out_animal}"]',
