@@ -3,8 +3,9 @@
 The format comes from, in order: what the running daemon announces (its control `status`
 reply carries the bundle's ``frame_shape`` and ``frame_dtype``), what the operator configured
 (``--shape``, ``--dtype``), or, for the shape only, the first frame published. A frame of
-another shape or dtype is refused, never cast, except uint8 widened to uint16 (lossless, and
-what the TIFF importer does to training data, so the model sees the same values live).
+another shape or dtype is refused, never cast, except uint8 widened to uint16 and int16
+(ScanImage's default) clipped at 0 into uint16: the importers' rule (protocols/pixels.py), so
+the model sees the same values live as in training.
 Pixels go out native little-endian and C-contiguous, as the wire format requires.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from protocols.client import ControlClient
 from protocols.messages import FRAME_DTYPES
+from protocols.pixels import recording_pixels
 
 
 class FrameRefused(ValueError):
@@ -57,8 +59,8 @@ class FrameFormat:
         little = pixels.dtype.newbyteorder("<")
         if pixels.dtype != little:
             pixels = pixels.astype(little)
-        if pixels.dtype == np.uint8 and self.dtype == np.uint16:
-            pixels = pixels.astype(np.uint16)
+        if pixels.dtype in (np.uint8, np.int16) and self.dtype == np.uint16:
+            pixels = recording_pixels(pixels)  # the importers' rule: uint8 widened, int16 clipped at 0
         if pixels.dtype != self.dtype:
             raise FrameRefused(f"page is {pixels.dtype.name}, the published frames are {self.dtype.name} ({self.source})")
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))

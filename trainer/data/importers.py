@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from protocols.pixels import PixelTypeError, recording_pixels
 from trainer.data.recording import RecordingError, write_trial
 from trainer.data.schema import ACTION_NAMES, JOINT_NAMES, UNLABELLED
 
@@ -183,13 +184,11 @@ def read_tiff_stack(path: str | os.PathLike[str], channel: int | None = None) ->
 
 
 def _neural_dtype(p: Path, frames: np.ndarray) -> np.ndarray:
-    if frames.dtype in (np.uint16, np.float32):
-        return frames
-    if frames.dtype == np.uint8:
-        return frames.astype(np.uint16)
-    if frames.dtype == np.float64:
-        return frames.astype(np.float32)
-    raise RecordingError(p, f"neural frames have dtype {frames.dtype}; expected uint16 (or uint8), float32 (or float64)")
+    # the same mapping as the live bridges (protocols/pixels.py), so training sees live values
+    try:
+        return recording_pixels(frames)
+    except PixelTypeError as exc:
+        raise RecordingError(p, f"neural frames: {exc}") from None
 
 
 def _times(n: int, rate_hz: float | None, start_s: float, what: str, p: Path) -> np.ndarray:
