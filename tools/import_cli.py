@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import structlog
@@ -22,41 +23,71 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tiff.add_argument("--pose-start", type=float, default=0.0, help="time of the first pose frame, s")
     tiff.add_argument("--channel", type=int, help="channel to import from a frames x channels x H x W stack")
     npy = sub.add_parser("numpy", help=".npz with named arrays, or separate .npy files")
-    npy.add_argument("--npz", type=Path, help="keys: neural, pose; optional neural_times, pose_times, labels, "
+    npy.add_argument("--npz", type=Path, help="keys: neural, pose; optional timestamps (neural_times, neural_t or "
+                                              "neural_timestamps; pose_times, pose_t or pose_timestamps), labels, "
                                               "joint_names, class_names")
     npy.add_argument("--neural", type=Path, help="T x H x W .npy (instead of --npz)")
     npy.add_argument("--pose", type=Path, help="T x J x 3 .npy (instead of --npz)")
     npy.add_argument("--labels", type=Path, help=".npy of ints per pose frame, or a labels CSV")
-    npy.add_argument("--neural-rate", type=float, help="Hz; required without neural_times")
-    npy.add_argument("--pose-rate", type=float, help="Hz; required without pose_times")
+    npy.add_argument("--neural-times", type=Path, help=".npy of neural timestamps, s (instead of keys in the npz)")
+    npy.add_argument("--pose-times", type=Path, help=".npy of pose timestamps, s (instead of keys in the npz)")
+    npy.add_argument("--neural-rate", type=float, help="Hz: a clock from 0 s without timestamps; with them, "
+                                                       "checked against them (0.5 %%)")
+    npy.add_argument("--pose-rate", type=float, help="Hz: as --neural-rate, for the pose")
+    npy.add_argument("--joint-names", help="comma-separated joint names in pose order, or a .json file "
+                                           "(default: joint_names in the npz; else DeepFly3D's 38, announced)")
     for p in (tiff, npy):
+        p.add_argument("--class-names", help="comma-separated action names in label order, a .json file "
+                                             "(list, index->name or name->index), or 'default' for the project's "
+                                             "fly actions; labels need names")
         p.add_argument("--animal", required=True, help="animal id")
         p.add_argument("--trial", required=True, help="trial id")
         p.add_argument("--out", type=Path, required=True, help="dataset directory (file named ANIMAL_TRIAL.h5) or a .h5 path")
         p.add_argument("--force", action="store_true", help="replace an existing trial file")
 
 
+def _names(value: str | None, what: str) -> list[str] | None:
+    from trainer.data.names import parse_names
+    from trainer.data.schema import ACTION_NAMES
+
+    if value is None:
+        return None
+    if what == "class names" and value == "default":
+        return list(ACTION_NAMES)
+    return parse_names(value, what)
+
+
 def run(args: argparse.Namespace) -> int:
-    from trainer.data.importers import import_numpy, import_tiff_deepfly3d
     from trainer.data.recording import RecordingError, open_trial
 
-    try:
-        if args.source == "tiff":
-            path = import_tiff_deepfly3d(
-                args.tiff, args.pose, args.out, animal_id=args.animal, trial_id=args.trial,
-                neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate, labels_csv=args.labels,
-                neural_start_s=args.neural_start, pose_start_s=args.pose_start, channel=args.channel,
-                overwrite=args.force, progress=True)
-        else:
-            path = import_numpy(
-                args.out, animal_id=args.animal, trial_id=args.trial, npz=args.npz, neural=args.neural,
-                pose=args.pose, labels=args.labels, neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate,
-                overwrite=args.force, progress=True)
-        with open_trial(path) as t:  # read back what was written: the import is only done if it opens
-            log.info("imported", path=str(path), animal=t.animal_id, trial=t.trial_id, neural_frames=t.n_neural,
-                     frame_shape=list(t.frame_shape), pose_frames=len(t.pose_times),
-                     labelled=None if t.labels is None else int((t.labels >= 0).sum()))
-    except (RecordingError, ValueError) as exc:
-        log.error("import failed", error=str(exc))
-        return 1
+    with warnings.catch_warnings():
+        # Defaults an importer fills in are announced as warnings: show them as log lines, in order.
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, *_, **__: log.warning(str(message), category=category.__name__)
+        try:
+            path = _import(args)
+            with open_trial(path) as t:  # read back what was written: the import is only done if it opens
+                log.info("imported", path=str(path), animal=t.animal_id, trial=t.trial_id, neural_frames=t.n_neural,
+                         frame_shape=list(t.frame_shape), pose_frames=len(t.pose_times),
+                         labelled=None if t.labels is None else int((t.labels >= 0).sum()))
+        except (RecordingError, ValueError) as exc:
+            log.error("import failed", error=str(exc))
+            return 1
     return 0
+
+
+def _import(args: argparse.Namespace) -> Path:
+    from trainer.data.importers import import_numpy, import_tiff_deepfly3d
+
+    class_names = _names(args.class_names, "class names")
+    if args.source == "tiff":
+        return import_tiff_deepfly3d(
+            args.tiff, args.pose, args.out, animal_id=args.animal, trial_id=args.trial,
+            neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate, labels_csv=args.labels,
+            neural_start_s=args.neural_start, pose_start_s=args.pose_start, channel=args.channel,
+            overwrite=args.force, progress=True, **({"class_names": class_names} if class_names else {}))
+    return import_numpy(
+        args.out, animal_id=args.animal, trial_id=args.trial, npz=args.npz, neural=args.neural,
+        pose=args.pose, labels=args.labels, neural_times=args.neural_times, pose_times=args.pose_times,
+        neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate, class_names=class_names,
+        joint_names=_names(args.joint_names, "joint names"), overwrite=args.force, progress=True)
