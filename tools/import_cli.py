@@ -1,4 +1,4 @@
-"""`actionloop import {tiff,numpy}`: bring lab recordings into the recording format."""
+"""`actionloop import {tiff,numpy,nwb}`: bring lab recordings into the recording format."""
 
 from __future__ import annotations
 
@@ -36,6 +36,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     npy.add_argument("--pose-rate", type=float, help="Hz: as --neural-rate, for the pose")
     npy.add_argument("--joint-names", help="comma-separated joint names in pose order, or a .json file "
                                            "(default: joint_names in the npz; else DeepFly3D's 38, announced)")
+    nwb = sub.add_parser("nwb", help="NWB files (pynwb): TwoPhotonSeries/ImageSeries + ndx-pose PoseEstimation "
+                                     "(+ TimeIntervals labels), one trial per file")
+    nwb.add_argument("files", type=Path, nargs="+", metavar="FILE.nwb", help="one session (trial) per file")
+    nwb.add_argument("--imaging", help="imaging series or imaging plane name, when the file has several")
+    nwb.add_argument("--pose", help="PoseEstimation name, when the file has several")
+    nwb.add_argument("--labels", help="TimeIntervals table with the labels (default: the one with a label column)")
+    nwb.add_argument("--label-column", help="label column of that table (default: label, labels, action, behavior)")
+    nwb.add_argument("--frame-axes", choices=["xy", "yx"], default="xy",
+                     help="image axes after the frame axis: xy as NWB specifies (stored transposed to rows x "
+                          "columns), or yx for writers that stored rows first")
+    nwb.add_argument("--z", type=int, help="z-plane index of a volumetric (frame, x, y, z) series")
+    nwb.add_argument("--animal", help="animal id (default: the file's subject_id; one file only)")
+    nwb.add_argument("--trial", help="trial id (default: the file's session_id, else its name; one file only)")
+    nwb.add_argument("--out", type=Path, required=True, help="dataset directory (files named ANIMAL_TRIAL.h5)")
+    nwb.add_argument("--force", action="store_true", help="replace existing trial files")
+    nwb.add_argument("--class-names", help="action names in label order (comma-separated, a .json file, or "
+                                           "'default'); needed for integer labels, and to keep one order "
+                                           "across files (default: the table's names, sorted)")
     for p in (tiff, npy):
         p.add_argument("--class-names", help="comma-separated action names in label order, a .json file "
                                              "(list, index->name or name->index), or 'default' for the project's "
@@ -60,26 +78,36 @@ def _names(value: str | None, what: str) -> list[str] | None:
 def run(args: argparse.Namespace) -> int:
     from trainer.data.recording import RecordingError, open_trial
 
+    failed = 0
     with warnings.catch_warnings():
         # Defaults an importer fills in are announced as warnings: show them as log lines, in order.
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, category, *_, **__: log.warning(str(message), category=category.__name__)
-        try:
-            path = _import(args)
-            with open_trial(path) as t:  # read back what was written: the import is only done if it opens
-                log.info("imported", path=str(path), animal=t.animal_id, trial=t.trial_id, neural_frames=t.n_neural,
-                         frame_shape=list(t.frame_shape), pose_frames=len(t.pose_times),
-                         labelled=None if t.labels is None else int((t.labels >= 0).sum()))
-        except (RecordingError, ValueError) as exc:
-            log.error("import failed", error=str(exc))
-            return 1
-    return 0
+        for source in args.files if args.source == "nwb" else [None]:
+            try:
+                path = _import(args, source)
+                with open_trial(path) as t:  # read back what was written: the import is only done if it opens
+                    log.info("imported", path=str(path), animal=t.animal_id, trial=t.trial_id, neural_frames=t.n_neural,
+                             frame_shape=list(t.frame_shape), pose_frames=len(t.pose_times),
+                             labelled=None if t.labels is None else int((t.labels >= 0).sum()))
+            except (RecordingError, ValueError) as exc:
+                log.error("import failed", error=str(exc))
+                failed += 1
+    return 1 if failed else 0
 
 
-def _import(args: argparse.Namespace) -> Path:
+def _import(args: argparse.Namespace, source: Path | None) -> Path:
     from trainer.data.importers import import_numpy, import_tiff_deepfly3d
 
     class_names = _names(args.class_names, "class names")
+    if args.source == "nwb":
+        from trainer.data.nwb import import_nwb
+
+        if len(args.files) > 1 and (args.animal or args.trial):
+            raise ValueError("--animal/--trial name one trial; with several files they come from each file")
+        return import_nwb(source, args.out, animal_id=args.animal, trial_id=args.trial, imaging=args.imaging,
+                          pose=args.pose, labels=args.labels, label_column=args.label_column, class_names=class_names,
+                          frame_axes=args.frame_axes, z_plane=args.z, overwrite=args.force, progress=True)
     if args.source == "tiff":
         return import_tiff_deepfly3d(
             args.tiff, args.pose, args.out, animal_id=args.animal, trial_id=args.trial,

@@ -41,7 +41,8 @@ class _SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only NumPy arrays and containers are allowed)")
 
 
-def _fill_missing_joints(path: Path, points: np.ndarray) -> tuple[np.ndarray, int]:
+def fill_missing_joints(path: Path, points: np.ndarray,
+                        joint_names: Sequence[str] = JOINT_NAMES) -> tuple[np.ndarray, int]:
     """Linearly interpolate NaN coordinates over time, per joint; returns (filled, n filled)."""
     bad = ~np.isfinite(points)
     if not bad.any():
@@ -52,7 +53,7 @@ def _fill_missing_joints(path: Path, points: np.ndarray) -> tuple[np.ndarray, in
     for col in np.flatnonzero(bad.reshape(len(points), -1).any(axis=0)):
         ok = np.isfinite(flat[:, col])
         if not ok.any():
-            joint = JOINT_NAMES[col // 3] if col // 3 < len(JOINT_NAMES) else str(col // 3)
+            joint = joint_names[col // 3] if col // 3 < len(joint_names) else str(col // 3)
             raise RecordingError(path, f"joint {joint} has no finite coordinate in any frame")
         flat[:, col] = np.interp(t, t[ok], flat[ok, col])
     return out, int(bad.any(axis=2).sum())
@@ -76,7 +77,7 @@ def read_deepfly3d_pose(path: str | os.PathLike[str]) -> np.ndarray:
         raise RecordingError(p, f"points3d has shape {points.shape}, expected T x {len(JOINT_NAMES)} x 3")
     if not np.issubdtype(points.dtype, np.floating):
         raise RecordingError(p, f"points3d has dtype {points.dtype}, expected floating point")
-    points, _ = _fill_missing_joints(p, points.astype(np.float32))
+    points, _ = fill_missing_joints(p, points.astype(np.float32))
     return points
 
 
@@ -199,7 +200,7 @@ def _times(n: int, rate_hz: float | None, start_s: float, what: str, p: Path) ->
     return start_s + np.arange(n) / rate_hz
 
 
-def _destination(out: str | os.PathLike[str], animal_id: str, trial_id: str, overwrite: bool) -> Path:
+def trial_destination(out: str | os.PathLike[str], animal_id: str, trial_id: str, overwrite: bool) -> Path:
     o = Path(out)
     path = o / f"{animal_id}_{trial_id}.h5" if o.is_dir() else o
     if path.suffix != ".h5":
@@ -228,7 +229,7 @@ def import_tiff_deepfly3d(
 ) -> Path:
     """TIFF stack + DeepFly3D pose (+ labels CSV) -> one trial file. Timestamps come from the
     rates and start offsets (the microscope and the cameras keep separate clocks)."""
-    path = _destination(out, animal_id, trial_id, overwrite)
+    path = trial_destination(out, animal_id, trial_id, overwrite)
     frames = read_tiff_stack(tiff, channel)
     pose = read_deepfly3d_pose(pose_pickle)
     labels = read_labels_csv(labels_csv, len(pose), class_names) if labels_csv is not None else None
@@ -263,8 +264,8 @@ POSE_TIME_KEYS = ("pose_times", "pose_t", "pose_timestamps")
 RATE_TOLERANCE = 0.005
 
 
-class AssumedLayoutWarning(UserWarning):
-    """An importer filled in something the input did not say (the DeepFly3D joint layout)."""
+class ImportAssumptionWarning(UserWarning):
+    """An importer filled in something the input did not say (the DeepFly3D joint layout, a unit)."""
 
 
 def _clock(source: Path, what: str, n: int, times: np.ndarray | None, origin: str, rate_hz: float | None,
@@ -329,7 +330,7 @@ def _joint_names(source: Path, names: list[str] | None, n_joints: int) -> list[s
                                      "--joint-names joints.json")
     warnings.warn(f"{source}: no joint names given; assuming the DeepFly3D layout ({len(JOINT_NAMES)} joints, "
                   f"{JOINT_NAMES[0]} ... {JOINT_NAMES[-1]}); pass --joint-names to say otherwise",
-                  AssumedLayoutWarning, stacklevel=3)
+                  ImportAssumptionWarning, stacklevel=3)
     return list(JOINT_NAMES)
 
 
@@ -382,9 +383,9 @@ def import_numpy(
     Recorded timestamps are always used; a rate given as well must agree with them within
     RATE_TOLERANCE; a rate alone makes a clock from 0 s. Labels need class names (from the file
     or `class_names`, which must agree). Without joint names the DeepFly3D layout is assumed
-    with an AssumedLayoutWarning, and only for 38 joints.
+    with an ImportAssumptionWarning, and only for 38 joints.
     """
-    path = _destination(out, animal_id, trial_id, overwrite)
+    path = trial_destination(out, animal_id, trial_id, overwrite)
     arrays: dict[str, Any] = {}
     source: Path
     if npz is not None:
@@ -444,7 +445,7 @@ def import_numpy(
             lab = np.asarray(_load_npy(lp, "labels"))
     names = _class_names(source, names, lab)
     if np.issubdtype(points.dtype, np.floating):
-        points, _ = _fill_missing_joints(source, points.astype(np.float32))
+        points, _ = fill_missing_joints(source, points.astype(np.float32), joints)
     return write_trial(
         path, animal_id=animal_id, trial_id=trial_id, neural=frames, neural_times=n_times,
         pose=points, pose_times=p_times, joint_names=joints, labels=lab, class_names=names,

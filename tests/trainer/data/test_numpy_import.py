@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tools.cli import main
-from trainer.data.importers import AssumedLayoutWarning, import_numpy
+from trainer.data.importers import ImportAssumptionWarning, import_numpy
 from trainer.data.names import parse_names
 from trainer.data.recording import RecordingError, open_trial, rate_from_times
 from trainer.data.schema import ACTION_NAMES, JOINT_NAMES
@@ -41,7 +41,7 @@ def test_npz_timestamps_are_read_under_the_names_users_have(tmp_path: Path, neur
     arrays = _dataset()
     n_t, p_t = _stamps(150, 15.0, 12.34, 1), _stamps(1000, 100.0, 12.30, 2)
     np.savez(tmp_path / "trial.npz", **arrays, **{neural_key: n_t, pose_key: p_t}, class_names=SIX)
-    with pytest.warns(AssumedLayoutWarning, match="DeepFly3D layout"):
+    with pytest.warns(ImportAssumptionWarning, match="DeepFly3D layout"):
         path = import_numpy(tmp_path / "t.h5", animal_id="m1", trial_id="s1", npz=tmp_path / "trial.npz")
     with open_trial(path) as t:
         np.testing.assert_array_equal(t.neural_times, n_t)
@@ -70,7 +70,7 @@ def test_a_stated_rate_is_checked_against_timestamps_and_never_replaces_them(tmp
     arrays = _dataset()
     n_t, p_t = _stamps(150, 15.0, 7.5, 1), _stamps(1000, 100.0, 7.5, 2)
     np.savez(tmp_path / "trial.npz", **arrays, neural_t=n_t, pose_t=p_t, class_names=SIX)
-    with pytest.warns(AssumedLayoutWarning):
+    with pytest.warns(ImportAssumptionWarning):
         path = import_numpy(tmp_path / "ok.h5", animal_id="m1", trial_id="s1", npz=tmp_path / "trial.npz",
                             neural_rate_hz=15.0, pose_rate_hz=100.0)
     with open_trial(path) as t:
