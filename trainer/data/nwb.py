@@ -173,8 +173,8 @@ def _choose(p: Path, objects: list[Any], types: Sequence[str], name: str | None,
         return match[0]
     if len(found) > 1:
         flag = {"imaging series": "--imaging", "pose estimation": "--pose"}.get(what, "")
-        raise RecordingError(p, f"{len(found)} {what}s ({', '.join(sorted(repr(o.name) for o in found))}); "
-                                f"choose one by name ({flag} NAME)")
+        raise RecordingError(p, f"{len(found)} candidates for the {what} "
+                                f"({', '.join(sorted(repr(o.name) for o in found))}); choose one by name ({flag} NAME)")
     return found[0] if found else None
 
 

@@ -63,6 +63,10 @@ def test_missing_timestamps_error_lists_keys_looked_for_and_found(tmp_path: Path
     assert "looked for neural_times, neural_t, neural_timestamps" in message
     assert "it holds frame_clock, labels, neural, pose, pose_t" in message
     assert "--neural-rate" in message
+    np.savez(tmp_path / "both.npz", **arrays, neural_times=np.arange(150) / 15, neural_t=np.arange(150) / 15,
+             pose_t=np.arange(1000) / 100.0)
+    with pytest.raises(RecordingError, match="both.npz: holds both 'neural_times' and 'neural_t'; keep one"):
+        import_numpy(tmp_path / "t.h5", animal_id="m1", trial_id="s1", npz=tmp_path / "both.npz", class_names=SIX)
     assert not (tmp_path / "t.h5").exists()
 
 

@@ -173,7 +173,7 @@ def test_the_imaging_plane_is_chosen_by_name(tmp_path: Path) -> None:
     _add_pose(nwb, rng.normal(size=(150, 4, 3)), np.arange(150) / 100.0)
     nwb.add_acquisition(ImageSeries(name="camera", data=np.zeros((5, 3, 3), np.uint8), unit="n.a.", rate=30.0))
     src = _write(nwb, tmp_path / "two.nwb")
-    with pytest.raises(RecordingError, match=r"2 imaging seriess \('TwoPhotonSeries0', 'TwoPhotonSeries1'\); "
+    with pytest.raises(RecordingError, match=r"2 candidates for the imaging series \('TwoPhotonSeries0', 'TwoPhotonSeries1'\); "
                                              r"choose one by name \(--imaging NAME\)"):
         import_nwb(src, tmp_path / "x.h5")
     with pytest.raises(RecordingError, match=r"no imaging series named 'plane7'; the file has: 'TwoPhotonSeries0' "
