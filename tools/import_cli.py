@@ -54,10 +54,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     nwb.add_argument("--class-names", help="action names in label order (comma-separated, a .json file, or "
                                            "'default'); needed for integer labels, and to keep one order "
                                            "across files (default: the table's names, sorted)")
+    names = "comma-separated action names in label order, a .json file (list, index->name or name->index)"
+    tiff.add_argument("--class-names", help=f"{names} (default: the project's fly actions)")
+    npy.add_argument("--class-names", help=f"{names}, or 'default' for the project's fly actions; labels need names")
     for p in (tiff, npy):
-        p.add_argument("--class-names", help="comma-separated action names in label order, a .json file "
-                                             "(list, index->name or name->index), or 'default' for the project's "
-                                             "fly actions; labels need names")
         p.add_argument("--animal", required=True, help="animal id")
         p.add_argument("--trial", required=True, help="trial id")
         p.add_argument("--out", type=Path, required=True, help="dataset directory (file named ANIMAL_TRIAL.h5) or a .h5 path")

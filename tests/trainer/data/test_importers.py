@@ -77,6 +77,12 @@ def test_cli_import_tiff(tmp_path: Path, lab_files: dict) -> None:
         np.testing.assert_array_equal(t.neural[()], lab_files["frames"])
     assert main(argv) == 1  # exists
     assert main([*argv, "--force"]) == 0
+    # the labels CSV names resting and forward_walking and uses index 3: their own names instead
+    (tmp_path / "classes.json").write_text('{"forward_walking": 0, "x": 1, "resting": 2, "push": 3}')
+    assert main([*argv, "--force", "--class-names", str(tmp_path / "classes.json")]) == 0
+    with open_trial(out) as t:
+        assert t.class_names == ["forward_walking", "x", "resting", "push"]
+        np.testing.assert_array_equal(t.labels, lab_files["expected_labels"])
 
 
 def test_missing_joints_are_interpolated(tmp_path: Path) -> None:
