@@ -12,7 +12,9 @@ What is read from where:
   as given. 2-D pose gets z = 0. Units are converted to mm where the unit says how.
 - labels (optional): a `TimeIntervals` table with `start_time`, `stop_time` and a label column
   (`label`, `labels`, `action`, `behavior` or `behaviour`, or one named), holding class names or
-  integer indices; every pose frame with start <= t < stop gets the row's label.
+  integer indices; or a `BehavioralEpochs` of one `IntervalSeries` per action, named after it
+  (> 0 opens an interval, < 0 closes it). Every pose frame with start <= t < stop gets the
+  interval's label.
 
 All NWB times share the session's clock, so neural, pose and label times are kept as recorded.
 """
@@ -101,9 +103,9 @@ def import_nwb(
             raise RecordingError(p, "no pose: no ndx-pose PoseEstimation in the file (the trainer learns from pose; "
                                     f"it holds {_inventory(objects)})")
         points, pose_times, joints, pose_info = _pose(p, container)
-        table = _label_table(p, objects, labels, label_column)
-        lab, names, label_info = (None, [], {"labels": None}) if table is None else _labels(
-            p, table, label_column, class_names, pose_times)
+        source = _label_source(p, objects, labels, label_column)
+        lab, names, label_info = (None, [], {"labels": None}) if source is None else _labels(
+            p, source, label_column, class_names, pose_times)
         return write_trial(
             dest, animal_id=animal, trial_id=str(trial), neural=frames, neural_times=neural_times,
             pose=points, pose_times=pose_times, joint_names=joints, labels=lab, class_names=names,
@@ -289,26 +291,30 @@ def _pose(p: Path, container: Any) -> tuple[np.ndarray, np.ndarray, list[str], d
     return points, times, order, {"pose": container.name, "pose_unit_in_file": unit, "pose_dimensions": int(dims.pop())}
 
 
-def _label_table(p: Path, objects: list[Any], name: str | None, column: str | None) -> Any | None:
+def _label_source(p: Path, objects: list[Any], name: str | None, column: str | None) -> Any | None:
+    """The TimeIntervals table (with a label column) or BehavioralEpochs holding the labels, or None."""
     tables = [o for o in objects if _type(o) == "TimeIntervals"]
+    epochs = [o for o in objects if _type(o) == "BehavioralEpochs"]
     if name is not None:
-        match = [t for t in tables if t.name == name]
+        match = [t for t in tables + epochs if t.name == name]
         if not match:
-            raise RecordingError(p, f"no TimeIntervals table named {name!r}; the file has: "
-                                    f"{', '.join(repr(t.name) for t in tables) or 'none'}")
+            known = ", ".join(f"{_type(t)} {t.name!r}" for t in tables + epochs) or "none"
+            raise RecordingError(p, f"no TimeIntervals table or BehavioralEpochs named {name!r}; the file has: {known}")
         return match[0]
     wanted = (column,) if column else LABEL_COLUMNS
-    labelled = [t for t in tables if any(c in t.colnames for c in wanted)]
-    if len(labelled) > 1:
-        raise RecordingError(p, f"{len(labelled)} TimeIntervals tables have a label column "
-                                f"({', '.join(repr(t.name) for t in labelled)}); choose one (--labels NAME)")
-    return labelled[0] if labelled else None
+    found = [t for t in tables if any(c in t.colnames for c in wanted)] + [e for e in epochs if e.interval_series]
+    if len(found) > 1:
+        raise RecordingError(p, f"{len(found)} label sources ({', '.join(f'{_type(t)} {t.name!r}' for t in found)}); "
+                                "choose one (--labels NAME)")
+    return found[0] if found else None
 
 
-def _labels(p: Path, table: Any, column: str | None, class_names: Sequence[str] | None,
-            pose_times: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, Any]]:
-    where = f"table {table.name!r}"
-    cols = list(table.colnames)
+def _label_rows(p: Path, source: Any, column: str | None) -> tuple[np.ndarray, np.ndarray, list[Any], str, str]:
+    """(start, stop, label per row, where, column) of a TimeIntervals table or a BehavioralEpochs."""
+    if _type(source) == "BehavioralEpochs":
+        return _epoch_rows(p, source)
+    where = f"table {source.name!r}"
+    cols = list(source.colnames)
     for needed in ("start_time", "stop_time"):
         if needed not in cols:
             raise RecordingError(p, f"{where} has no {needed} column (columns: {', '.join(cols)})")
@@ -316,10 +322,41 @@ def _labels(p: Path, table: Any, column: str | None, class_names: Sequence[str] 
     if col is None or col not in cols:
         raise RecordingError(p, f"{where} has no label column {column or ' / '.join(LABEL_COLUMNS)} "
                                 f"(columns: {', '.join(cols)}); name it (--label-column NAME)")
-    start = np.asarray(table["start_time"][:], dtype=np.float64)
-    stop = np.asarray(table["stop_time"][:], dtype=np.float64)
-    raw = list(table[col][:])
-    values, names = _label_values(p, where, col, raw, class_names)
+    start = np.asarray(source["start_time"][:], dtype=np.float64)
+    stop = np.asarray(source["stop_time"][:], dtype=np.float64)
+    return start, stop, list(source[col][:]), where, f"column {col!r}"
+
+
+def _epoch_rows(p: Path, epochs: Any) -> tuple[np.ndarray, np.ndarray, list[Any], str, str]:
+    """One IntervalSeries per action, named after it: data > 0 opens an interval, < 0 closes it."""
+    where = f"BehavioralEpochs {epochs.name!r}"
+    start: list[float] = []
+    stop: list[float] = []
+    names: list[str] = []
+    for name, series in epochs.interval_series.items():
+        data = np.asarray(series.data[()])
+        times, _ = _series_clock(p, series, len(data), f"IntervalSeries {name!r}")
+        opened: float | None = None
+        for value, t in zip(data, times):
+            if value > 0 and opened is None:
+                opened = float(t)
+            elif value < 0 and opened is not None:
+                start.append(opened)
+                stop.append(float(t))
+                names.append(name)
+                opened = None
+            elif value != 0:
+                raise RecordingError(p, f"IntervalSeries {name!r} of {where}: at {t:g} s an interval "
+                                        f"{'starts again before it ended' if value > 0 else 'ends that never started'}")
+        if opened is not None:
+            raise RecordingError(p, f"IntervalSeries {name!r} of {where}: the interval from {opened:g} s never ends")
+    return np.asarray(start), np.asarray(stop), names, where, "(IntervalSeries names)"
+
+
+def _labels(p: Path, source: Any, column: str | None, class_names: Sequence[str] | None,
+            pose_times: np.ndarray) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    start, stop, raw, where, col = _label_rows(p, source, column)
+    values, names = _label_values(p, f"{where} {col}", raw, class_names)
     bad = np.flatnonzero(~(stop > start))
     if len(bad):
         raise RecordingError(p, f"{where} row {bad[0]}: stop_time {stop[bad[0]]:g} is not after start_time "
@@ -340,21 +377,21 @@ def _labels(p: Path, table: Any, column: str | None, class_names: Sequence[str] 
     if len(start) and not (hi > lo).any():
         raise RecordingError(p, f"no interval of {where} ({start.min():g}-{stop.max():g} s) covers a pose sample "
                                 f"({pose_times[0]:g}-{pose_times[-1]:g} s): are they on the session clock?")
-    return labels, names, {"labels": table.name, "label_column": col}
+    return labels, names, {"labels": f"{_type(source)} {source.name}", "label_column": col}
 
 
-def _label_values(p: Path, where: str, col: str, raw: list[Any],
+def _label_values(p: Path, where: str, raw: list[Any],
                   class_names: Sequence[str] | None) -> tuple[list[int], list[str]]:
     """Each row's class index, and the class names (given, or the table's own names sorted)."""
     decoded = [v.decode() if isinstance(v, bytes) else v for v in raw]
     if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in decoded):
         if class_names is None:
-            raise RecordingError(p, f"{where} column {col!r} holds class indices but no class names are given: pass "
+            raise RecordingError(p, f"{where} holds class indices but no class names are given: pass "
                                     "--class-names a,b,... or --class-names names.json")
         ints = [int(v) for v in decoded]
         bad = sorted({i for i in ints if not UNLABELLED <= i < len(class_names)})
         if bad:
-            raise RecordingError(p, f"{where} column {col!r} holds class indices {bad} outside "
+            raise RecordingError(p, f"{where} holds class indices {bad} outside "
                                     f"0..{len(class_names) - 1} ({len(class_names)} class names)")
         return ints, list(class_names)
     text = [str(v).strip() for v in decoded]
@@ -369,6 +406,6 @@ def _label_values(p: Path, where: str, col: str, raw: list[Any],
     unknown = sorted({t for t in text if t not in index and t.lower() not in _UNLABELLED_NAMES})
     if unknown:
         rows = [i for i, t in enumerate(text) if t in unknown][:5]
-        raise RecordingError(p, f"{where} column {col!r} has unknown label names {unknown} (rows "
+        raise RecordingError(p, f"{where} has unknown label names {unknown} (rows "
                                 f"{', '.join(map(str, rows))}); class names: {', '.join(names)}")
     return [index.get(t, UNLABELLED) for t in text], names

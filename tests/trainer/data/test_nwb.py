@@ -185,6 +185,51 @@ def test_the_imaging_plane_is_chosen_by_name(tmp_path: Path) -> None:
         assert t.labels is None
 
 
+def _add_epochs(nwb: Any, events: dict[str, list[tuple[float, int]]]) -> None:
+    from pynwb.behavior import BehavioralEpochs
+    from pynwb.misc import IntervalSeries
+
+    epochs = BehavioralEpochs(name="behavior_epochs")
+    for action, marks in events.items():
+        epochs.add_interval_series(IntervalSeries(name=action, data=np.array([v for _, v in marks], dtype=np.int8),
+                                                  timestamps=np.array([t for t, _ in marks])))
+    module = nwb.processing.get("behavior") or nwb.create_processing_module(name="behavior", description="pose")
+    module.add(epochs)
+
+
+def test_labels_from_behavioral_epochs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    nwb = _nwbfile()
+    _add_two_photon(nwb, rng.integers(0, 100, (30, 4, 4)).astype(np.uint16))
+    times = np.arange(300) / 100.0
+    _add_pose(nwb, rng.normal(size=(300, 4, 3)), times)
+    _add_epochs(nwb, {"walk": [(0.0, 1), (1.0, -1), (2.0, 1), (2.5, -1)], "rest": [(1.0, 1), (1.5, -1)]})
+    src = _write(nwb, tmp_path / "epochs.nwb")
+    path = import_nwb(src, tmp_path / "t.h5", class_names=["rest", "walk"])
+    with open_trial(path) as t:
+        expected = np.full(300, -1)
+        expected[:100], expected[100:150], expected[200:250] = 1, 0, 1
+        np.testing.assert_array_equal(t.labels, expected)
+        assert t.attrs["labels"] == "BehavioralEpochs behavior_epochs"
+    nwb = _nwbfile()
+    _add_two_photon(nwb, rng.integers(0, 100, (30, 4, 4)).astype(np.uint16))
+    _add_pose(nwb, rng.normal(size=(300, 4, 3)), times)
+    _add_epochs(nwb, {"walk": [(0.0, 1), (1.0, -1), (2.0, 1)]})
+    src = _write(nwb, tmp_path / "open.nwb")
+    with pytest.raises(RecordingError, match="IntervalSeries 'walk' of BehavioralEpochs 'behavior_epochs': the "
+                                             "interval from 2 s never ends"):
+        import_nwb(src, tmp_path / "x.h5", class_names=["walk"])
+    _add_labels(nwb := _nwbfile(), [(0.0, 1.0, "walk")])
+    _add_two_photon(nwb, rng.integers(0, 100, (30, 4, 4)).astype(np.uint16))
+    _add_pose(nwb, rng.normal(size=(300, 4, 3)), times)
+    _add_epochs(nwb, {"walk": [(0.0, 1), (1.0, -1)]})
+    src = _write(nwb, tmp_path / "both.nwb")
+    with pytest.raises(RecordingError, match=r"2 label sources \(TimeIntervals 'actions', BehavioralEpochs "
+                                             r"'behavior_epochs'\); choose one \(--labels NAME\)"):
+        import_nwb(src, tmp_path / "x.h5", class_names=["walk"])
+    assert import_nwb(src, tmp_path / "x.h5", class_names=["walk"], labels="behavior_epochs").is_file()
+
+
 def _broken(tmp_path: Path, what: str) -> Path:
     rng = np.random.default_rng(3)
     nwb = _nwbfile(subject=None if what == "no subject" else "fly1")
