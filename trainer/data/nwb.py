@@ -203,11 +203,15 @@ class _Frames:
     slices it in 64-frame blocks), so the movie never sits in RAM whole."""
 
     def __init__(self, p: Path, series: Any, frame_axes: str, z_plane: int | None) -> None:
-        if getattr(series, "external_file", None) is not None and not np.prod(np.shape(series.data)):
-            raise RecordingError(p, f"{series.name!r} keeps its frames in external files "
-                                    f"({', '.join(map(str, series.external_file[:]))}); import those with "
-                                    "`actionloop import tiff` instead")
-        self.data = series.data
+        data = getattr(series, "data", None)
+        if data is None or not int(np.prod(getattr(data, "shape", np.shape(data)))):
+            external = getattr(series, "external_file", None)
+            if external is not None:
+                raise RecordingError(p, f"{series.name!r} keeps its frames in external files "
+                                        f"({', '.join(map(str, external[:]))}); import those with "
+                                        "`actionloop import tiff` instead")
+            raise RecordingError(p, f"{series.name!r} holds no frames")
+        self.data = data
         shape = tuple(int(s) for s in self.data.shape)
         if len(shape) == 4:
             if z_plane is None:

@@ -313,6 +313,17 @@ def test_frames_are_copied_a_block_at_a_time(tmp_path: Path) -> None:
         assert t.frame_shape == (64, 64) and t.n_neural == 800
 
 
+def test_frames_in_external_files_are_refused(tmp_path: Path) -> None:
+    nwb = _nwbfile()
+    nwb.add_acquisition(ImageSeries(name="scan", external_file=["scan_00001.tif"], format="external",
+                                    starting_frame=[0], rate=15.0, num_samples=100, unit="n.a."))
+    _add_pose(nwb, np.zeros((10, 4, 3)), np.arange(10) / 10.0)
+    src = _write(nwb, tmp_path / "ext.nwb")
+    with pytest.raises(RecordingError, match=r"'scan' keeps its frames in external files \(scan_00001\.tif\); "
+                                             "import those with `actionloop import tiff`"):
+        import_nwb(src, tmp_path / "x.h5")
+
+
 def test_not_nwb(tmp_path: Path) -> None:
     junk = tmp_path / "junk.nwb"
     junk.write_bytes(b"not hdf5")
