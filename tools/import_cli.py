@@ -53,7 +53,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     nwb.add_argument("--force", action="store_true", help="replace existing trial files")
     nwb.add_argument("--class-names", help="action names in label order (comma-separated, a .json file, or "
                                            "'default'); needed for integer labels, and to keep one order "
-                                           "across files (default: the table's names, sorted)")
+                                           "across files (default: the names the labels use, sorted over all "
+                                           "files given)")
     names = "comma-separated action names in label order, a .json file (list, index->name or name->index)"
     tiff.add_argument("--class-names", help=f"{names} (default: the project's fly actions)")
     npy.add_argument("--class-names", help=f"{names}, or 'default' for the project's fly actions; labels need names")
@@ -83,9 +84,16 @@ def run(args: argparse.Namespace) -> int:
         # Defaults an importer fills in are announced as warnings: show them as log lines, in order.
         warnings.simplefilter("always")
         warnings.showwarning = lambda message, category, *_, **__: log.warning(str(message), category=category.__name__)
+        try:
+            class_names = _names(args.class_names, "class names")
+        except (RecordingError, ValueError) as exc:
+            log.error("import failed", error=str(exc))
+            return 1
+        if args.source == "nwb" and class_names is None and len(args.files) > 1:
+            class_names = _shared_class_names(args)
         for source in args.files if args.source == "nwb" else [None]:
             try:
-                path = _import(args, source)
+                path = _import(args, source, class_names)
                 with open_trial(path) as t:  # read back what was written: the import is only done if it opens
                     log.info("imported", path=str(path), animal=t.animal_id, trial=t.trial_id, neural_frames=t.n_neural,
                              frame_shape=list(t.frame_shape), pose_frames=len(t.pose_times),
@@ -96,10 +104,26 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _import(args: argparse.Namespace, source: Path | None) -> Path:
+def _shared_class_names(args: argparse.Namespace) -> list[str] | None:
+    """One class order for all files (each file's own names would differ where one lacks a class)."""
+    from trainer.data.nwb import label_names
+    from trainer.data.recording import RecordingError
+
+    names: set[str] = set()
+    for path in args.files:
+        try:
+            names.update(label_names(path, labels=args.labels, label_column=args.label_column))
+        except RecordingError:
+            continue  # that file's import says what is wrong with it
+    if not names:
+        return None
+    log.info("class names from all files, sorted", class_names=sorted(names))
+    return sorted(names)
+
+
+def _import(args: argparse.Namespace, source: Path | None, class_names: list[str] | None) -> Path:
     from trainer.data.importers import import_numpy, import_tiff_deepfly3d
 
-    class_names = _names(args.class_names, "class names")
     if args.source == "nwb":
         from trainer.data.nwb import import_nwb
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,20 +71,9 @@ def import_nwb(
     written on error.
     """
     p = Path(nwb_path)
-    if not p.is_file():
-        raise RecordingError(p, "NWB file does not exist")
     if frame_axes not in ("xy", "yx"):
         raise ValueError(f"frame_axes must be 'xy' (NWB's frame, x, y) or 'yx', got {frame_axes!r}")
-    pynwb = _pynwb(p)
-    try:
-        io = pynwb.NWBHDF5IO(str(p), "r")
-    except Exception as exc:  # h5py and hdmf raise many types for a file that is not NWB
-        raise RecordingError(p, f"not a readable NWB file ({type(exc).__name__}: {exc})") from None
-    with io:
-        try:
-            nwb = io.read()
-        except Exception as exc:  # pynwb validates on read (e.g. one timestamp per frame)
-            raise RecordingError(p, f"not a readable NWB file ({_reason(exc)})") from None
+    with _read(p) as nwb:
         objects = list(nwb.objects.values())
         animal = animal_id or _subject_id(nwb)
         if not animal:
@@ -114,6 +104,38 @@ def import_nwb(
                    "z_plane": z_plane, "neural_dtype_in_file": str(frames.source_dtype), **pose_info, **label_info},
             progress=progress,
         )
+
+
+def label_names(nwb_path: str | os.PathLike[str], *, labels: str | None = None,
+                label_column: str | None = None) -> list[str]:
+    """The class names a file's labels use, sorted (empty without labels or for integer labels):
+    for one class order across the files of a dataset."""
+    p = Path(nwb_path)
+    with _read(p) as nwb:
+        source = _label_source(p, list(nwb.objects.values()), labels, label_column)
+        if source is None:
+            return []
+        raw = [v.decode() if isinstance(v, bytes) else v for v in _label_rows(p, source, label_column)[2]]
+    text = (v.strip() for v in raw if isinstance(v, str))
+    return sorted({t for t in text if t.lower() not in _UNLABELLED_NAMES})
+
+
+@contextmanager
+def _read(p: Path) -> Iterator[Any]:
+    """The NWBFile of `p`, open (datasets read lazily) until the block ends."""
+    if not p.is_file():
+        raise RecordingError(p, "NWB file does not exist")
+    pynwb = _pynwb(p)
+    try:
+        io = pynwb.NWBHDF5IO(str(p), "r")
+    except Exception as exc:  # h5py and hdmf raise many types for a file that is not NWB
+        raise RecordingError(p, f"not a readable NWB file ({type(exc).__name__}: {exc})") from None
+    with io:
+        try:
+            nwb = io.read()
+        except Exception as exc:  # pynwb validates on read (e.g. one timestamp per frame)
+            raise RecordingError(p, f"not a readable NWB file ({_reason(exc)})") from None
+        yield nwb
 
 
 def _reason(exc: Exception) -> str:

@@ -139,6 +139,22 @@ def test_cli_import_nwb_names_from_the_file(tmp_path: Path) -> None:
     assert (tmp_path / "a9_t3.h5").is_file()
 
 
+def test_several_files_share_one_class_order(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    sources = []
+    for k, bouts in enumerate([[(0.0, 1.0, "walk"), (1.0, 2.0, "rest")], [(0.0, 1.0, "groom"), (1.0, 2.0, "walk")]]):
+        nwb = _nwbfile(subject=f"fly{k}")
+        _add_two_photon(nwb, rng.integers(0, 100, (30, 4, 4)).astype(np.uint16))
+        _add_pose(nwb, rng.normal(size=(300, 4, 3)), np.arange(300) / 100.0)
+        _add_labels(nwb, bouts)
+        sources.append(_write(nwb, tmp_path / f"fly{k}.nwb"))
+    assert main(["import", "nwb", *map(str, sources), "--out", str(tmp_path)]) == 0
+    for k, first in enumerate(["walk", "groom"]):
+        with open_trial(tmp_path / f"fly{k}_s1.h5") as t:
+            assert t.class_names == ["groom", "rest", "walk"]  # the union, not each file's own
+            assert t.class_names[t.labels[0]] == first
+
+
 def test_timestamps_two_d_pose_units_and_integer_labels(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     stamps = np.round(np.arange(40) / 15.0 + rng.normal(0, 0.001, 40), 2) + 10.0
