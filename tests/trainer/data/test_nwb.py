@@ -329,6 +329,24 @@ def test_frames_are_copied_a_block_at_a_time(tmp_path: Path) -> None:
         assert t.frame_shape == (64, 64) and t.n_neural == 800
 
 
+def test_three_d_pose_of_several_cameras(tmp_path: Path) -> None:
+    """A MultiCameraPoseEstimation (3-D, with a 2-D PoseEstimation per camera inside) is read as
+    the one pose; the per-camera 2-D estimates are not candidates."""
+    from ndx_pose.testing.mock.pose import mock_MultiCameraPoseEstimation
+
+    nwb = _nwbfile()
+    _add_two_photon(nwb, np.ones((20, 4, 4), np.uint16))
+    multi = mock_MultiCameraPoseEstimation(nwbfile=nwb)
+    src = _write(nwb, tmp_path / "multi.nwb")
+    path = import_nwb(src, tmp_path / "t.h5")
+    with open_trial(path) as t:
+        assert t.joint_names == list(multi.skeleton.nodes)
+        first = multi.pose_estimation_series[t.joint_names[0]]
+        np.testing.assert_allclose(t.pose[:, 0], first.data[:], rtol=1e-6)  # millimetres, kept
+        np.testing.assert_allclose(t.pose_times, first.timestamps[:])
+        assert t.attrs["pose"] == multi.name
+
+
 def test_frames_in_external_files_are_refused(tmp_path: Path) -> None:
     nwb = _nwbfile()
     nwb.add_acquisition(ImageSeries(name="scan", external_file=["scan_00001.tif"], format="external",
