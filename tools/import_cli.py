@@ -34,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     npy.add_argument("--neural-rate", type=float, help="Hz: a clock from 0 s without timestamps; with them, "
                                                        "checked against them (0.5 %%)")
     npy.add_argument("--pose-rate", type=float, help="Hz: as --neural-rate, for the pose")
+    npy.add_argument("--neural-start", type=float, help="time of the first frame, s, for a clock made from "
+                                                        "--neural-rate (default 0)")
+    npy.add_argument("--pose-start", type=float, help="as --neural-start, for the pose")
     npy.add_argument("--joint-names", help="comma-separated joint names in pose order, or a .json file "
                                            "(default: joint_names in the npz; else DeepFly3D's 38, announced)")
     nwb = sub.add_parser("nwb", help="NWB files (pynwb): TwoPhotonSeries/ImageSeries + ndx-pose PoseEstimation "
@@ -141,5 +144,5 @@ def _import(args: argparse.Namespace, source: Path | None, class_names: list[str
     return import_numpy(
         args.out, animal_id=args.animal, trial_id=args.trial, npz=args.npz, neural=args.neural,
         pose=args.pose, labels=args.labels, neural_times=args.neural_times, pose_times=args.pose_times,
-        neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate, class_names=class_names,
-        joint_names=_names(args.joint_names, "joint names"), overwrite=args.force, progress=True)
+        neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate, neural_start_s=args.neural_start,
+        pose_start_s=args.pose_start, class_names=class_names, joint_names=_names(args.joint_names, "joint names"), overwrite=args.force, progress=True)

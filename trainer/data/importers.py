@@ -269,13 +269,18 @@ class ImportAssumptionWarning(UserWarning):
 
 
 def _clock(source: Path, what: str, n: int, times: np.ndarray | None, origin: str, rate_hz: float | None,
-           missing: str) -> tuple[np.ndarray, float, str]:
+           start_s: float | None, missing: str) -> tuple[np.ndarray, float, str]:
     """(timestamps, rate, where they came from): recorded timestamps win; a stated rate is checked against them."""
     if times is None:
         if rate_hz is None:
             raise RecordingError(source, f"no {what} timestamps: {missing}; or pass the {what} rate "
-                                         f"(--{what}-rate HZ) for a clock from 0 s")
-        return _times(n, rate_hz, 0.0, what, source), float(rate_hz), f"{rate_hz} Hz from 0 s (no timestamps)"
+                                         f"(--{what}-rate HZ, with --{what}-start S) for a clock of that rate")
+        start = start_s or 0.0
+        return (_times(n, rate_hz, start, what, source), float(rate_hz),
+                f"{rate_hz} Hz from {start:g} s (no timestamps)")
+    if start_s is not None:
+        raise RecordingError(source, f"--{what}-start given, but the {what} timestamps in {origin} say when each "
+                                     "frame was; leave it out")
     times = np.asarray(times)
     if times.ndim != 1 or len(times) != n or not np.issubdtype(times.dtype, np.number):
         raise RecordingError(source, f"{origin} has shape {times.shape} and dtype {times.dtype}; expected "
@@ -369,6 +374,8 @@ def import_numpy(
     pose_times: str | os.PathLike[str] | None = None,
     neural_rate_hz: float | None = None,
     pose_rate_hz: float | None = None,
+    neural_start_s: float | None = None,
+    pose_start_s: float | None = None,
     class_names: Sequence[str] | None = None,
     joint_names: Sequence[str] | None = None,
     overwrite: bool = False,
@@ -381,7 +388,7 @@ def import_numpy(
     files (optional `labels`: .npy of ints or a labels CSV; `neural_times`/`pose_times` .npy).
 
     Recorded timestamps are always used; a rate given as well must agree with them within
-    RATE_TOLERANCE; a rate alone makes a clock from 0 s. Labels need class names (from the file
+    RATE_TOLERANCE; a rate alone makes a clock from `*_start_s` (default 0 s). Labels need class names (from the file
     or `class_names`, which must agree). Without joint names the DeepFly3D layout is assumed
     with an ImportAssumptionWarning, and only for 38 joints.
     """
@@ -408,6 +415,8 @@ def import_numpy(
         source = Path(neural)
         arrays["neural"] = _load_npy(neural, "neural")
         arrays["pose"] = _load_npy(pose, "pose")
+    if labels is not None and "labels" in arrays:
+        raise RecordingError(source, f"holds 'labels' and --labels {labels} was given too; keep one")
     frames = arrays["neural"]
     if frames.ndim != 3:
         raise RecordingError(source, f"neural has shape {frames.shape}, expected frames x height x width")
@@ -417,8 +426,9 @@ def import_numpy(
         raise RecordingError(source, f"pose has shape {points.shape}, expected T x J x 3")
     found = ", ".join(sorted(arrays)) if npz is not None else ""
     clocks = []
-    for what, keys, file, rate, n in (("neural", NEURAL_TIME_KEYS, neural_times, neural_rate_hz, len(frames)),
-                                      ("pose", POSE_TIME_KEYS, pose_times, pose_rate_hz, len(points))):
+    for what, keys, file, rate, start, n in (
+            ("neural", NEURAL_TIME_KEYS, neural_times, neural_rate_hz, neural_start_s, len(frames)),
+            ("pose", POSE_TIME_KEYS, pose_times, pose_rate_hz, pose_start_s, len(points))):
         stamps, key = _one_of(source, arrays, keys)
         if file is not None:
             if stamps is not None:
@@ -429,7 +439,7 @@ def import_numpy(
             origin = f"'{key}'"
         missing = (f"looked for {', '.join(keys)} in the file (it holds {found})" if npz is not None
                    else f"pass --{what}-times FILE.npy")
-        clocks.append(_clock(source, what, n, stamps, origin, rate, missing))
+        clocks.append(_clock(source, what, n, stamps, origin, rate, start, missing))
     (n_times, n_rate, n_origin), (p_times, p_rate, p_origin) = clocks
     joints = _joint_names(source, _names(source, joint_names, arrays, "joint_names", "--joint-names"),
                           points.shape[1])

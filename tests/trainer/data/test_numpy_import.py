@@ -193,6 +193,18 @@ def test_npy_route_takes_timestamps_and_class_names(tmp_path: Path) -> None:
         np.testing.assert_array_equal(t.neural_times, n_t)
         np.testing.assert_array_equal(t.pose_times, p_t)
         assert t.class_names == SIX and t.neural_rate_hz == pytest.approx(15.0, rel=1e-3)
+    assert main([*base, "--neural-rate", "15", "--neural-start", "0.25", "--pose-times", str(tmp_path / "pt.npy"),
+                 "--class-names", ",".join(SIX), "--out", str(tmp_path / "rate.h5")]) == 0
+    with open_trial(tmp_path / "rate.h5") as t:
+        np.testing.assert_allclose(t.neural_times, 0.25 + np.arange(150) / 15.0)
+        np.testing.assert_array_equal(t.pose_times, p_t)
+    with pytest.raises(RecordingError, match="--pose-start given, but the pose timestamps in .*pt.npy say when"):
+        import_numpy(tmp_path / "x.h5", animal_id="a", trial_id="t", neural=tmp_path / "n.npy",
+                     pose=tmp_path / "p.npy", neural_rate_hz=15, pose_times=tmp_path / "pt.npy", pose_start_s=1.0)
+    np.savez(tmp_path / "lab.npz", **arrays, neural_t=n_t, pose_t=p_t, class_names=SIX)
+    with pytest.raises(RecordingError, match="lab.npz: holds 'labels' and --labels .*l.npy was given too"):
+        import_numpy(tmp_path / "x.h5", animal_id="a", trial_id="t", npz=tmp_path / "lab.npz",
+                     labels=tmp_path / "l.npy")
     with pytest.raises(RecordingError, match="pass --neural-times FILE.npy"):
         import_numpy(tmp_path / "x.h5", animal_id="a", trial_id="t", neural=tmp_path / "n.npy",
                      pose=tmp_path / "p.npy", pose_times=tmp_path / "pt.npy")
