@@ -192,8 +192,8 @@ def _choose(p: Path, objects: list[Any], types: Sequence[str], name: str | None,
                                      for o in found)) or "none"
             raise RecordingError(p, f"no {what} named {name!r}; the file has: {known}")
         if len(match) > 1:
-            raise RecordingError(p, f"{len(match)} {what}s match {name!r} ({', '.join(o.name for o in match)}); "
-                                    "name the series itself")
+            raise RecordingError(p, f"{len(match)} candidates for the {what} match {name!r} "
+                                    f"({', '.join(o.name for o in match)}); name the series itself")
         return match[0]
     if len(found) > 1:
         flag = {"imaging series": "--imaging", "pose estimation": "--pose"}.get(what, "")
