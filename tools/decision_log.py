@@ -3,7 +3,8 @@
 Prints one line per published message (actions, debounced events, heartbeats) as the daemon
 sent it, and a count summary on stderr at the end. ``--json`` writes JSON lines for scripts;
 ``--follow`` keeps reading as the daemon appends (and follows rotation); ``--all`` starts with
-the rotated files (``FILE.N`` ... ``FILE.1``), oldest first.
+the rotated files (``FILE.N`` ... ``FILE.1``), oldest first. ``--nwb OUT.nwb`` writes the
+actions and events into an NWB file instead (tools/nwb_decisions.py says what goes where).
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--only", default="action,event,status", help="comma-separated kinds to print (action, event, status)"
     )
+    nwb = parser.add_argument_group("NWB export (the nwb extra)")
+    nwb.add_argument("--nwb", type=Path, metavar="OUT.nwb", help="write actions and events to this NWB file")
+    nwb.add_argument("--t0-ns", type=int, help="t_acq_ns that is time 0 in the NWB file, e.g. the acquisition's "
+                                               "first frame (default: the first logged frame)")
+    nwb.add_argument("--session-start", help="wall-clock time of t0, ISO 8601 (default: estimated from the log "
+                                             "file's modification time)")
+    nwb.add_argument("--force", action="store_true", help="replace an existing NWB file")
 
 
 def message_dict(message: PublishedMessage) -> dict[str, Any]:
@@ -88,6 +96,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 1
     classes = tuple(KINDS[k] for k in wanted)
     counts: Counter[str] = Counter()
+    if args.nwb is not None:
+        return _export_nwb(args, files, counts)
     try:
         for message in iter_messages(files, args.follow, counts):
             counts[type(message).__name__.lower()] += 1
@@ -106,4 +116,22 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     summary = f"{counts['action']} actions, {counts['event']} events, {counts['status']} status messages"
     print(f"{summary} in {len(files)} file(s)" + (f", {counts['undecodable']} undecodable" if counts["undecodable"] else ""),
           file=sys.stderr)
+    return 0
+
+
+def _export_nwb(args: argparse.Namespace, files: list[Path], counts: Counter[str]) -> int:
+    from tools.nwb_decisions import DecisionExportError, parse_time, write_nwb
+
+    if args.follow:
+        print("--nwb writes what the log holds now; it cannot --follow", file=sys.stderr)
+        return 2
+    try:
+        start = parse_time(args.session_start) if args.session_start else None
+        messages = list(iter_messages(files, False, counts))
+        out = write_nwb(messages, args.file, args.nwb, t0_ns=args.t0_ns, session_start=start, overwrite=args.force)
+    except (DecisionLogError, DecisionExportError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    kinds = Counter(type(m).__name__.lower() for m in messages)
+    print(f"{out}: {kinds['action']} actions and {kinds['event']} events from {len(files)} file(s)", file=sys.stderr)
     return 0

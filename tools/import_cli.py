@@ -1,8 +1,9 @@
-"""`actionloop import {tiff,numpy}`: bring lab recordings into the recording format."""
+"""`actionloop import {tiff,numpy,nwb}`: bring lab recordings into the recording format."""
 
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import structlog
@@ -22,13 +23,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
     tiff.add_argument("--pose-start", type=float, default=0.0, help="time of the first pose frame, s")
     tiff.add_argument("--channel", type=int, help="channel to import from a frames x channels x H x W stack")
     npy = sub.add_parser("numpy", help=".npz with named arrays, or separate .npy files")
-    npy.add_argument("--npz", type=Path, help="keys: neural, pose; optional neural_times, pose_times, labels, "
+    npy.add_argument("--npz", type=Path, help="keys: neural, pose; optional timestamps (neural_times, neural_t or "
+                                              "neural_timestamps; pose_times, pose_t or pose_timestamps), labels, "
                                               "joint_names, class_names")
     npy.add_argument("--neural", type=Path, help="T x H x W .npy (instead of --npz)")
     npy.add_argument("--pose", type=Path, help="T x J x 3 .npy (instead of --npz)")
     npy.add_argument("--labels", type=Path, help=".npy of ints per pose frame, or a labels CSV")
-    npy.add_argument("--neural-rate", type=float, help="Hz; required without neural_times")
-    npy.add_argument("--pose-rate", type=float, help="Hz; required without pose_times")
+    npy.add_argument("--neural-times", type=Path, help=".npy of neural timestamps, s (instead of keys in the npz)")
+    npy.add_argument("--pose-times", type=Path, help=".npy of pose timestamps, s (instead of keys in the npz)")
+    npy.add_argument("--neural-rate", type=float, help="Hz: a clock from 0 s without timestamps; with them, "
+                                                       "checked against them (0.5 %%)")
+    npy.add_argument("--pose-rate", type=float, help="Hz: as --neural-rate, for the pose")
+    npy.add_argument("--neural-start", type=float, help="time of the first frame, s, for a clock made from "
+                                                        "--neural-rate (default 0)")
+    npy.add_argument("--pose-start", type=float, help="as --neural-start, for the pose")
+    npy.add_argument("--joint-names", help="comma-separated joint names in pose order, or a .json file "
+                                           "(default: joint_names in the npz; else DeepFly3D's 38, announced)")
+    nwb = sub.add_parser("nwb", help="NWB files (pynwb): TwoPhotonSeries/ImageSeries + ndx-pose PoseEstimation "
+                                     "(+ TimeIntervals labels), one trial per file")
+    nwb.add_argument("files", type=Path, nargs="+", metavar="FILE.nwb", help="one session (trial) per file")
+    nwb.add_argument("--imaging", help="imaging series or imaging plane name, when the file has several")
+    nwb.add_argument("--pose", help="PoseEstimation name, when the file has several")
+    nwb.add_argument("--labels", help="TimeIntervals table with the labels (default: the one with a label column)")
+    nwb.add_argument("--label-column", help="label column of that table (default: label, labels, action, behavior)")
+    nwb.add_argument("--frame-axes", choices=["xy", "yx"], default="xy",
+                     help="image axes after the frame axis: xy as NWB specifies (stored transposed to rows x "
+                          "columns), or yx for writers that stored rows first")
+    nwb.add_argument("--z", type=int, help="z-plane index of a volumetric (frame, x, y, z) series")
+    nwb.add_argument("--animal", help="animal id (default: the file's subject_id; one file only)")
+    nwb.add_argument("--trial", help="trial id (default: the file's session_id, else its name; one file only)")
+    nwb.add_argument("--out", type=Path, required=True, help="dataset directory (files named ANIMAL_TRIAL.h5)")
+    nwb.add_argument("--force", action="store_true", help="replace existing trial files")
+    nwb.add_argument("--class-names", help="action names in label order (comma-separated, a .json file, or "
+                                           "'default'); needed for integer labels, and to keep one order "
+                                           "across files (default: the names the labels use, sorted over all "
+                                           "files given)")
+    names = "comma-separated action names in label order, a .json file (list, index->name or name->index)"
+    tiff.add_argument("--class-names", help=f"{names} (default: the project's fly actions)")
+    npy.add_argument("--class-names", help=f"{names}, or 'default' for the project's fly actions; labels need names")
     for p in (tiff, npy):
         p.add_argument("--animal", required=True, help="animal id")
         p.add_argument("--trial", required=True, help="trial id")
@@ -36,27 +68,81 @@ def configure(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--force", action="store_true", help="replace an existing trial file")
 
 
+def _names(value: str | None, what: str) -> list[str] | None:
+    from trainer.data.names import parse_names
+    from trainer.data.schema import ACTION_NAMES
+
+    if value is None:
+        return None
+    if what == "class names" and value == "default":
+        return list(ACTION_NAMES)
+    return parse_names(value, what)
+
+
 def run(args: argparse.Namespace) -> int:
-    from trainer.data.importers import import_numpy, import_tiff_deepfly3d
     from trainer.data.recording import RecordingError, open_trial
 
-    try:
-        if args.source == "tiff":
-            path = import_tiff_deepfly3d(
-                args.tiff, args.pose, args.out, animal_id=args.animal, trial_id=args.trial,
-                neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate, labels_csv=args.labels,
-                neural_start_s=args.neural_start, pose_start_s=args.pose_start, channel=args.channel,
-                overwrite=args.force, progress=True)
-        else:
-            path = import_numpy(
-                args.out, animal_id=args.animal, trial_id=args.trial, npz=args.npz, neural=args.neural,
-                pose=args.pose, labels=args.labels, neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate,
-                overwrite=args.force, progress=True)
-        with open_trial(path) as t:  # read back what was written: the import is only done if it opens
-            log.info("imported", path=str(path), animal=t.animal_id, trial=t.trial_id, neural_frames=t.n_neural,
-                     frame_shape=list(t.frame_shape), pose_frames=len(t.pose_times),
-                     labelled=None if t.labels is None else int((t.labels >= 0).sum()))
-    except (RecordingError, ValueError) as exc:
-        log.error("import failed", error=str(exc))
-        return 1
-    return 0
+    failed = 0
+    with warnings.catch_warnings():
+        # Defaults an importer fills in are announced as warnings: show them as log lines, in order.
+        warnings.simplefilter("always")
+        warnings.showwarning = lambda message, category, *_, **__: log.warning(str(message), category=category.__name__)
+        try:
+            class_names = _names(args.class_names, "class names")
+        except (RecordingError, ValueError) as exc:
+            log.error("import failed", error=str(exc))
+            return 1
+        if args.source == "nwb" and class_names is None and len(args.files) > 1:
+            class_names = _shared_class_names(args)
+        for source in args.files if args.source == "nwb" else [None]:
+            try:
+                path = _import(args, source, class_names)
+                with open_trial(path) as t:  # read back what was written: the import is only done if it opens
+                    log.info("imported", path=str(path), animal=t.animal_id, trial=t.trial_id, neural_frames=t.n_neural,
+                             frame_shape=list(t.frame_shape), pose_frames=len(t.pose_times),
+                             labelled=None if t.labels is None else int((t.labels >= 0).sum()))
+            except (RecordingError, ValueError) as exc:
+                log.error("import failed", error=str(exc))
+                failed += 1
+    return 1 if failed else 0
+
+
+def _shared_class_names(args: argparse.Namespace) -> list[str] | None:
+    """One class order for all files (each file's own names would differ where one lacks a class)."""
+    from trainer.data.nwb import label_names
+    from trainer.data.recording import RecordingError
+
+    names: set[str] = set()
+    for path in args.files:
+        try:
+            names.update(label_names(path, labels=args.labels, label_column=args.label_column))
+        except RecordingError:
+            continue  # that file's import says what is wrong with it
+    if not names:
+        return None
+    log.info("class names from all files, sorted", class_names=sorted(names))
+    return sorted(names)
+
+
+def _import(args: argparse.Namespace, source: Path | None, class_names: list[str] | None) -> Path:
+    from trainer.data.importers import import_numpy, import_tiff_deepfly3d
+
+    if args.source == "nwb":
+        from trainer.data.nwb import import_nwb
+
+        if len(args.files) > 1 and (args.animal or args.trial):
+            raise ValueError("--animal/--trial name one trial; with several files they come from each file")
+        return import_nwb(source, args.out, animal_id=args.animal, trial_id=args.trial, imaging=args.imaging,
+                          pose=args.pose, labels=args.labels, label_column=args.label_column, class_names=class_names,
+                          frame_axes=args.frame_axes, z_plane=args.z, overwrite=args.force, progress=True)
+    if args.source == "tiff":
+        return import_tiff_deepfly3d(
+            args.tiff, args.pose, args.out, animal_id=args.animal, trial_id=args.trial,
+            neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate, labels_csv=args.labels,
+            neural_start_s=args.neural_start, pose_start_s=args.pose_start, channel=args.channel,
+            overwrite=args.force, progress=True, **({"class_names": class_names} if class_names else {}))
+    return import_numpy(
+        args.out, animal_id=args.animal, trial_id=args.trial, npz=args.npz, neural=args.neural,
+        pose=args.pose, labels=args.labels, neural_times=args.neural_times, pose_times=args.pose_times,
+        neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate, neural_start_s=args.neural_start,
+        pose_start_s=args.pose_start, class_names=class_names, joint_names=_names(args.joint_names, "joint names"), overwrite=args.force, progress=True)

@@ -2,8 +2,10 @@
 
     actionloop bench-train --out bench/train.json [--data DIR] [--preset bench|tiny]
 
-1. Simulates the preset's dataset into ``--data`` if that folder holds no trials (through
-   `actionloop simulate` in a child process: trainer/ does not import tools/).
+1. Simulates the preset's dataset into the default ``--data`` folder if it holds no trials
+   (through `actionloop simulate` in a child process: trainer/ does not import tools/); a
+   folder named with ``--data`` is simulated into only with ``--simulate``, otherwise a folder
+   without trials is an error (a mistyped path must not become a 2.9 GB simulation).
 2. Trains every selected entry of `TRAINED` (the default method and its ablations by default)
    with the trainer's preset (`trainer.train.train`), once per training seed, one after the other.
 3. Evaluates them, the raw-frame baselines and ``cebra`` (also once per training seed) on the
@@ -78,8 +80,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="simulator preset and training preset (default: bench)")
     parser.add_argument("--train-config", default=None,
                         help="training preset or TOML for every trained method (default: the same as --preset)")
-    parser.add_argument("--data", default=None, help="dataset directory; simulated there if it holds no trials "
-                        "(default: bench/work/data-<preset>)")
+    parser.add_argument("--data", default=None, help="dataset directory (default: bench/work/data-<preset>, "
+                        "simulated there if it holds no trials)")
+    parser.add_argument("--simulate", action="store_true",
+                        help="simulate the preset into --data if it holds no trials (bench: 2.9 GB)")
     parser.add_argument("--sim-seed", type=int, default=0, help="simulator seed when the dataset is simulated")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(ALL_METHODS),
                         help=f"methods to compare (default: {' '.join(DEFAULT_METHODS)})")
@@ -96,11 +100,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def ensure_dataset(data: Path, preset: str, seed: int) -> None:
-    """Simulate ``preset`` into ``data`` unless it already holds trials."""
+def ensure_dataset(data: Path, preset: str, seed: int, simulate: bool = True) -> None:
+    """Simulate ``preset`` into ``data`` unless it already holds trials; without ``simulate`` a
+    folder with no trials is a RecordingError (a user's folder, empty or mistyped)."""
+    from trainer.data.recording import RecordingError
+
     if data.is_dir() and any(data.glob("*.h5")):
         log.info("dataset present", data=str(data), trials=len(list(data.glob("*.h5"))))
         return
+    if not simulate:
+        state = "is empty of *.h5 trials" if data.is_dir() else "does not exist"
+        raise RecordingError(data, f"dataset folder {state}; import recordings there (actionloop import), "
+                                   f"or pass --simulate to simulate the {preset} preset into it")
     log.info("simulating dataset", preset=preset, seed=seed, data=str(data))
     cmd = [sys.executable, "-m", "tools.cli", "simulate", "--preset", preset, "--seed", str(seed), "--out", str(data)]
     done = subprocess.run(cmd, check=False)
@@ -112,22 +123,32 @@ def dataset_summary(data: Path) -> dict[str, Any]:
     from trainer.data.recording import list_trials, open_trial
 
     animals: set[str] = set()
+    sources: set[str] = set()
     trials = frames = labelled = 0
     shape: tuple[int, int] | None = None
     rate = seconds = 0.0
     for path in list_trials(data):
         with open_trial(path) as t:
             animals.add(t.animal_id)
+            sources.add(f"simulated {t.attrs['preset']} preset"
+                        if t.attrs.get("source") == "simulator" and t.attrs.get("preset") else "")
             trials += 1
             frames += t.n_neural
             labelled += int((t.neural_labels() >= 0).sum())
             shape, rate = t.frame_shape, t.neural_rate_hz
             seconds += float(t.neural_times[-1] - t.neural_times[0])
+    # Named after where it came from: the simulator preset, else the folder (imported data is no preset).
+    name = sources.pop() if len(sources) == 1 and "" not in sources else f"dataset {data.resolve().name or data}"
     return {
-        "path": str(data), "animals": len(animals), "trials": trials, "frames": frames,
+        "path": str(data), "name": name, "animals": len(animals), "trials": trials, "frames": frames,
         "labelled_frames": labelled, "frame_shape": list(shape or ()), "neural_rate_hz": rate,
         "recorded_s": round(seconds, 1),
     }
+
+
+def table_title(dataset: dict[str, Any], train_config: str, seeds: list[int]) -> str:
+    return (f"Trainer benchmark ({dataset['name']}: {dataset['animals']} animals, {dataset['trials']} trials, "
+            f"{dataset['frames']} frames; training config {train_config}; training seeds {seeds})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     timings: dict[str, Any] = {}
     try:
         t0 = time.perf_counter()
-        ensure_dataset(data, args.preset, args.sim_seed)
+        ensure_dataset(data, args.preset, args.sim_seed, simulate=args.data is None or args.simulate)
         timings["simulate_s"] = time.perf_counter() - t0
         dataset = dataset_summary(data)
         trained = _train_entries(args, data, work, train_config, seeds, progress)
@@ -194,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     figure_methods = tuple(m for m in (default_entry(), "raw_linear", "cebra") if m in first)
     write_reports(report_dir, first, {m: per_seed[m][0] for m in methods}, settings, meta,
                   figure_methods=figure_methods, projection=args.projection,
-                  title=f"bench-train, preset {args.preset}, first training seed ({seeds[0]})")
+                  title=f"bench-train, {dataset['name']}, first training seed ({seeds[0]})")
     standardised_summaries = {m: r.summary()["accuracy"] for m, r in standardised.items()}
     payload = bench_json(dataset, chance, summaries, throughput, extra={
         "default_method": default_entry(),
@@ -212,9 +233,7 @@ def run(args: argparse.Namespace) -> int:
                      "window": next(iter(sets.values())).window, "report": str(report_dir)},
     })
     write_json_atomic(out, payload)
-    table = markdown_tables(summaries, chance, seed_sd=seed_sd, title=(
-        f"Trainer benchmark ({args.preset} preset: {dataset['animals']} animals, {dataset['trials']} trials, "
-        f"{dataset['frames']} frames; training config {train_config}; training seeds {seeds})"))
+    table = markdown_tables(summaries, chance, seed_sd=seed_sd, title=table_title(dataset, train_config, seeds))
     thr = "\n".join(
         f"| {m} | {throughput[m]:.0f} | {epoch_s[m]:.1f} |" if throughput.get(m) and epoch_s.get(m) else
         f"| {m} | {throughput[m]:.0f} (frames/s) | – |" if throughput.get(m) else f"| {m} | – | – |"

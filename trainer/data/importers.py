@@ -14,6 +14,7 @@ import csv
 import io
 import os
 import pickle
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from protocols.pixels import PixelTypeError, recording_pixels
-from trainer.data.recording import RecordingError, write_trial
+from trainer.data.recording import RecordingError, rate_from_times, write_trial
 from trainer.data.schema import ACTION_NAMES, JOINT_NAMES, UNLABELLED
 
 # What a DeepFly3D pose_result pickle may contain: plain containers and NumPy arrays. Anything
@@ -41,7 +42,8 @@ class _SafeUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only NumPy arrays and containers are allowed)")
 
 
-def _fill_missing_joints(path: Path, points: np.ndarray) -> tuple[np.ndarray, int]:
+def fill_missing_joints(path: Path, points: np.ndarray,
+                        joint_names: Sequence[str] = JOINT_NAMES) -> tuple[np.ndarray, int]:
     """Linearly interpolate NaN coordinates over time, per joint; returns (filled, n filled)."""
     bad = ~np.isfinite(points)
     if not bad.any():
@@ -52,7 +54,7 @@ def _fill_missing_joints(path: Path, points: np.ndarray) -> tuple[np.ndarray, in
     for col in np.flatnonzero(bad.reshape(len(points), -1).any(axis=0)):
         ok = np.isfinite(flat[:, col])
         if not ok.any():
-            joint = JOINT_NAMES[col // 3] if col // 3 < len(JOINT_NAMES) else str(col // 3)
+            joint = joint_names[col // 3] if col // 3 < len(joint_names) else str(col // 3)
             raise RecordingError(path, f"joint {joint} has no finite coordinate in any frame")
         flat[:, col] = np.interp(t, t[ok], flat[ok, col])
     return out, int(bad.any(axis=2).sum())
@@ -76,7 +78,7 @@ def read_deepfly3d_pose(path: str | os.PathLike[str]) -> np.ndarray:
         raise RecordingError(p, f"points3d has shape {points.shape}, expected T x {len(JOINT_NAMES)} x 3")
     if not np.issubdtype(points.dtype, np.floating):
         raise RecordingError(p, f"points3d has dtype {points.dtype}, expected floating point")
-    points, _ = _fill_missing_joints(p, points.astype(np.float32))
+    points, _ = fill_missing_joints(p, points.astype(np.float32))
     return points
 
 
@@ -197,7 +199,7 @@ def _times(n: int, rate_hz: float | None, start_s: float, what: str, p: Path) ->
     return start_s + np.arange(n) / rate_hz
 
 
-def _destination(out: str | os.PathLike[str], animal_id: str, trial_id: str, overwrite: bool) -> Path:
+def trial_destination(out: str | os.PathLike[str], animal_id: str, trial_id: str, overwrite: bool) -> Path:
     o = Path(out)
     path = o / f"{animal_id}_{trial_id}.h5" if o.is_dir() else o
     if path.suffix != ".h5":
@@ -226,7 +228,7 @@ def import_tiff_deepfly3d(
 ) -> Path:
     """TIFF stack + DeepFly3D pose (+ labels CSV) -> one trial file. Timestamps come from the
     rates and start offsets (the microscope and the cameras keep separate clocks)."""
-    path = _destination(out, animal_id, trial_id, overwrite)
+    path = trial_destination(out, animal_id, trial_id, overwrite)
     frames = read_tiff_stack(tiff, channel)
     pose = read_deepfly3d_pose(pose_pickle)
     labels = read_labels_csv(labels_csv, len(pose), class_names) if labels_csv is not None else None
@@ -252,6 +254,112 @@ def _load_npy(path: str | os.PathLike[str], what: str) -> np.ndarray:
         raise RecordingError(p, f"not a readable .npy array ({exc})") from None
 
 
+# Keys of a .npz that `import_numpy` reads timestamps from (seconds, one per frame), in order of
+# preference; the first is what this project writes. Errors list them.
+NEURAL_TIME_KEYS = ("neural_times", "neural_t", "neural_timestamps")
+POSE_TIME_KEYS = ("pose_times", "pose_t", "pose_timestamps")
+# A stated rate may differ from the one the timestamps show by this fraction (0.5 %: stamps
+# rounded to 10 ms at 15 Hz over a few seconds estimate within 0.1 %).
+RATE_TOLERANCE = 0.005
+
+
+class ImportAssumptionWarning(UserWarning):
+    """An importer filled in something the input did not say (the DeepFly3D joint layout, a unit)."""
+
+
+def _clock(source: Path, what: str, n: int, times: np.ndarray | None, origin: str, rate_hz: float | None,
+           start_s: float | None, missing: str) -> tuple[np.ndarray, float, str]:
+    """(timestamps, rate, where they came from): recorded timestamps win; a stated rate is checked against them."""
+    if times is None:
+        if rate_hz is None:
+            raise RecordingError(source, f"no {what} timestamps: {missing}; or pass the {what} rate "
+                                         f"(--{what}-rate HZ, with --{what}-start S) for a clock of that rate")
+        start = start_s or 0.0
+        return (_times(n, rate_hz, start, what, source), float(rate_hz),
+                f"{rate_hz} Hz from {start:g} s (no timestamps)")
+    if start_s is not None:
+        raise RecordingError(source, f"--{what}-start given, but the {what} timestamps in {origin} say when each "
+                                     "frame was; leave it out")
+    times = np.asarray(times)
+    if times.ndim != 1 or len(times) != n or not np.issubdtype(times.dtype, np.number):
+        raise RecordingError(source, f"{origin} has shape {times.shape} and dtype {times.dtype}; expected "
+                                     f"{n} numbers ({what} timestamps in seconds, one per frame)")
+    times = times.astype(np.float64)
+    if n < 2:
+        if rate_hz is None:
+            raise RecordingError(source, f"{origin} holds one timestamp; pass --{what}-rate HZ")
+        return times, float(rate_hz), origin
+    if not np.all(np.isfinite(times)) or not np.all(np.diff(times) > 0):
+        raise RecordingError(source, f"{origin} is not strictly increasing finite seconds")
+    measured = rate_from_times(times)
+    if rate_hz is not None:
+        if not rate_hz > 0:
+            raise RecordingError(source, f"{what} rate {rate_hz} is not a positive number of Hz")
+        off = abs(measured - rate_hz) / rate_hz
+        if off > RATE_TOLERANCE:
+            raise RecordingError(source, f"--{what}-rate {rate_hz:g} Hz disagrees with the timestamps in {origin} "
+                                         f"({measured:.4f} Hz, {100 * off:.1f} % off; tolerance "
+                                         f"{100 * RATE_TOLERANCE:g} %): leave the rate out to use the "
+                                         "timestamps, or check which file is which")
+        return times, float(rate_hz), origin
+    return times, measured, origin
+
+
+def _one_of(source: Path, arrays: dict[str, Any], keys: Sequence[str]) -> tuple[np.ndarray | None, str | None]:
+    present = [k for k in keys if k in arrays]
+    if len(present) > 1:
+        raise RecordingError(source, f"holds both {' and '.join(repr(k) for k in present)}; keep one")
+    return (arrays[present[0]], present[0]) if present else (None, None)
+
+
+def _names(source: Path, given: Sequence[str] | None, arrays: dict[str, Any], key: str, flag: str) -> list[str] | None:
+    """Names given to the importer and/or stored in the file under `key`; they must agree."""
+    stored = ([v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(arrays[key]).ravel().tolist()]
+              if key in arrays else None)
+    given = list(given) if given is not None else None
+    if given is not None and stored is not None and given != stored:
+        raise RecordingError(source, f"'{key}' in the file {stored} differ from {flag} {given}")
+    return given if given is not None else stored
+
+
+def _joint_names(source: Path, names: list[str] | None, n_joints: int) -> list[str]:
+    if names is not None:
+        if len(names) != n_joints:
+            raise RecordingError(source, f"pose has {n_joints} joints but {len(names)} joint names {names}")
+        return names
+    if n_joints != len(JOINT_NAMES):
+        raise RecordingError(source, f"pose has {n_joints} joints and no joint names; without names the "
+                                     f"DeepFly3D layout ({len(JOINT_NAMES)} joints) is assumed, which does not "
+                                     "fit: store 'joint_names' in the npz or pass --joint-names a,b,... or "
+                                     "--joint-names joints.json")
+    warnings.warn(f"{source}: no joint names given; assuming the DeepFly3D layout ({len(JOINT_NAMES)} joints, "
+                  f"{JOINT_NAMES[0]} ... {JOINT_NAMES[-1]}); pass --joint-names to say otherwise",
+                  ImportAssumptionWarning, stacklevel=3)
+    return list(JOINT_NAMES)
+
+
+def _no_class_names(source: Path, what: str) -> RecordingError:
+    # Never file labels under names they did not have (the project's fly actions are one choice).
+    return RecordingError(source, f"{what} but no class names: store 'class_names' in the npz, or pass "
+                                  "--class-names a,b,... or --class-names names.json (--class-names default "
+                                  f"for the project's {len(ACTION_NAMES)} fly actions: {', '.join(ACTION_NAMES)})")
+
+
+def _class_names(source: Path, names: list[str] | None, labels: np.ndarray | None) -> list[str]:
+    if labels is None:
+        return names or []
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise RecordingError(source, f"labels have dtype {labels.dtype}, expected integers (-1 = unlabelled)")
+    span = f"{labels.min()}..{labels.max()}" if labels.size else "empty"
+    if names is None:
+        raise _no_class_names(source, f"labels ({span})")
+    if labels.size and (labels.min() < UNLABELLED or labels.max() >= len(names)):
+        raise RecordingError(source, f"labels run {span} but {len(names)} class names {names} cover "
+                                     f"0..{len(names) - 1} (-1 = unlabelled)")
+    return names
+
+
 def import_numpy(
     out: str | os.PathLike[str],
     *,
@@ -261,19 +369,29 @@ def import_numpy(
     neural: str | os.PathLike[str] | None = None,
     pose: str | os.PathLike[str] | None = None,
     labels: str | os.PathLike[str] | None = None,
+    neural_times: str | os.PathLike[str] | None = None,
+    pose_times: str | os.PathLike[str] | None = None,
     neural_rate_hz: float | None = None,
     pose_rate_hz: float | None = None,
+    neural_start_s: float | None = None,
+    pose_start_s: float | None = None,
     class_names: Sequence[str] | None = None,
+    joint_names: Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
     """NumPy arrays -> one trial file.
 
-    Either `npz` (keys: `neural`, `pose`; optional `neural_times`, `pose_times`, `labels`,
-    `joint_names`, `class_names`) or separate `neural`/`pose` .npy files (optional `labels`:
-    .npy of ints or a labels CSV). Without timestamps the rates are required.
+    Either `npz` (keys: `neural`, `pose`; optional timestamps under NEURAL_TIME_KEYS and
+    POSE_TIME_KEYS, `labels`, `joint_names`, `class_names`) or separate `neural`/`pose` .npy
+    files (optional `labels`: .npy of ints or a labels CSV; `neural_times`/`pose_times` .npy).
+
+    Recorded timestamps are always used; a rate given as well must agree with them within
+    RATE_TOLERANCE; a rate alone makes a clock from `*_start_s` (default 0 s). Labels need class names (from the file
+    or `class_names`, which must agree). Without joint names the DeepFly3D layout is assumed
+    with an ImportAssumptionWarning, and only for 38 joints.
     """
-    path = _destination(out, animal_id, trial_id, overwrite)
+    path = trial_destination(out, animal_id, trial_id, overwrite)
     arrays: dict[str, Any] = {}
     source: Path
     if npz is not None:
@@ -296,6 +414,8 @@ def import_numpy(
         source = Path(neural)
         arrays["neural"] = _load_npy(neural, "neural")
         arrays["pose"] = _load_npy(pose, "pose")
+    if labels is not None and "labels" in arrays:
+        raise RecordingError(source, f"holds 'labels' and --labels {labels} was given too; keep one")
     frames = arrays["neural"]
     if frames.ndim != 3:
         raise RecordingError(source, f"neural has shape {frames.shape}, expected frames x height x width")
@@ -303,29 +423,42 @@ def import_numpy(
     points = np.asarray(arrays["pose"])
     if points.ndim != 3 or points.shape[2] != 3:
         raise RecordingError(source, f"pose has shape {points.shape}, expected T x J x 3")
-    joint_names = [str(j) for j in arrays["joint_names"]] if "joint_names" in arrays else list(JOINT_NAMES)
-    if len(joint_names) != points.shape[1]:
-        raise RecordingError(source, f"pose has {points.shape[1]} joints but {len(joint_names)} joint names "
-                                     "(store 'joint_names' in the npz for non-DeepFly3D layouts)")
-    names = list(class_names) if class_names else (
-        [str(c) for c in arrays["class_names"]] if "class_names" in arrays else list(ACTION_NAMES))
+    found = ", ".join(sorted(arrays)) if npz is not None else ""
+    clocks = []
+    for what, keys, file, rate, start, n in (
+            ("neural", NEURAL_TIME_KEYS, neural_times, neural_rate_hz, neural_start_s, len(frames)),
+            ("pose", POSE_TIME_KEYS, pose_times, pose_rate_hz, pose_start_s, len(points))):
+        stamps, key = _one_of(source, arrays, keys)
+        if file is not None:
+            if stamps is not None:
+                raise RecordingError(source, f"holds {what} timestamps '{key}' and --{what}-times {file} was given too; "
+                                             "keep one")
+            stamps, origin = np.asarray(_load_npy(file, f"{what} times")), str(file)
+        else:
+            origin = f"'{key}'"
+        missing = (f"looked for {', '.join(keys)} in the file (it holds {found})" if npz is not None
+                   else f"pass --{what}-times FILE.npy")
+        clocks.append(_clock(source, what, n, stamps, origin, rate, start, missing))
+    (n_times, n_rate, n_origin), (p_times, p_rate, p_origin) = clocks
+    joints = _joint_names(source, _names(source, joint_names, arrays, "joint_names", "--joint-names"),
+                          points.shape[1])
+    names = _names(source, class_names, arrays, "class_names", "--class-names")
     lab: np.ndarray | None = arrays.get("labels")
     if labels is not None:
         lp = Path(labels)
-        lab = read_labels_csv(lp, len(points), names) if lp.suffix.lower() == ".csv" else np.asarray(_load_npy(lp, "labels"))
-    neural_times = arrays.get("neural_times")
-    if neural_times is None:
-        neural_times = _times(len(frames), neural_rate_hz, 0.0, "neural", source)
-    pose_times = arrays.get("pose_times")
-    if pose_times is None:
-        pose_times = _times(len(points), pose_rate_hz, 0.0, "pose", source)
+        if lp.suffix.lower() == ".csv":
+            if names is None:
+                raise _no_class_names(lp, "labels CSV")
+            lab = read_labels_csv(lp, len(points), names)
+        else:
+            lab = np.asarray(_load_npy(lp, "labels"))
+    names = _class_names(source, names, lab)
     if np.issubdtype(points.dtype, np.floating):
-        points, _ = _fill_missing_joints(source, points.astype(np.float32))
+        points, _ = fill_missing_joints(source, points.astype(np.float32), joints)
     return write_trial(
-        path, animal_id=animal_id, trial_id=trial_id, neural=frames, neural_times=neural_times,
-        pose=points,
-        pose_times=pose_times, joint_names=joint_names, labels=lab, class_names=names,
-        neural_rate_hz=neural_rate_hz, pose_rate_hz=pose_rate_hz,
-        extra={"source": "numpy", "file": source.name},
+        path, animal_id=animal_id, trial_id=trial_id, neural=frames, neural_times=n_times,
+        pose=points, pose_times=p_times, joint_names=joints, labels=lab, class_names=names,
+        neural_rate_hz=n_rate, pose_rate_hz=p_rate,
+        extra={"source": "numpy", "file": source.name, "neural_times": n_origin, "pose_times": p_origin},
         progress=progress,
     )

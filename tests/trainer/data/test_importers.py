@@ -77,6 +77,12 @@ def test_cli_import_tiff(tmp_path: Path, lab_files: dict) -> None:
         np.testing.assert_array_equal(t.neural[()], lab_files["frames"])
     assert main(argv) == 1  # exists
     assert main([*argv, "--force"]) == 0
+    # the labels CSV names resting and forward_walking and uses index 3: their own names instead
+    (tmp_path / "classes.json").write_text('{"forward_walking": 0, "x": 1, "resting": 2, "push": 3}')
+    assert main([*argv, "--force", "--class-names", str(tmp_path / "classes.json")]) == 0
+    with open_trial(out) as t:
+        assert t.class_names == ["forward_walking", "x", "resting", "push"]
+        np.testing.assert_array_equal(t.labels, lab_files["expected_labels"])
 
 
 def test_missing_joints_are_interpolated(tmp_path: Path) -> None:
@@ -212,7 +218,7 @@ def test_numpy_npy_files_round_trip(tmp_path: Path) -> None:
         np.save(tmp_path / f"{name}.npy", arr)
     argv = ["import", "numpy", "--neural", str(tmp_path / "n.npy"), "--pose", str(tmp_path / "p.npy"),
             "--labels", str(tmp_path / "l.npy"), "--neural-rate", "16", "--pose-rate", "100",
-            "--animal", "a", "--trial", "t", "--out", str(tmp_path)]
+            "--class-names", "default", "--animal", "a", "--trial", "t", "--out", str(tmp_path)]
     assert main(argv) == 0
     with open_trial(tmp_path / "a_t.h5") as t:
         np.testing.assert_array_equal(t.neural[()], frames)
@@ -226,10 +232,10 @@ def test_bad_numpy_inputs(tmp_path: Path) -> None:
         import_numpy(tmp_path / "x.h5", animal_id="a", trial_id="t", npz=tmp_path / "nopose.npz",
                      neural_rate_hz=16, pose_rate_hz=100)
     np.savez(tmp_path / "norate.npz", neural=np.zeros((3, 4, 4), np.uint16), pose=np.zeros((5, 38, 3)))
-    with pytest.raises(RecordingError, match="neural rate is required"):
+    with pytest.raises(RecordingError, match="no neural timestamps: looked for neural_times"):
         import_numpy(tmp_path / "x.h5", animal_id="a", trial_id="t", npz=tmp_path / "norate.npz")
     np.savez(tmp_path / "joints.npz", neural=np.zeros((3, 4, 4), np.uint16), pose=np.zeros((5, 12, 3)))
-    with pytest.raises(RecordingError, match="12 joints but 38 joint names"):
+    with pytest.raises(RecordingError, match="12 joints and no joint names"):
         import_numpy(tmp_path / "x.h5", animal_id="a", trial_id="t", npz=tmp_path / "joints.npz",
                      neural_rate_hz=16, pose_rate_hz=100)
     (tmp_path / "junk.npy").write_bytes(b"\x93NUMPY garbage")
