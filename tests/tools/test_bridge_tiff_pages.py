@@ -211,9 +211,14 @@ def test_frame_format_checks_and_fixes_nothing_silently() -> None:
     np.testing.assert_array_equal(fmt.conform(FRAMES[0].astype(np.uint8)), FRAMES[0].astype(np.uint8))
     with pytest.raises(FrameRefused, match="5 x 7"):
         fmt.conform(np.zeros((6, 7), np.uint16))
-    # ScanImage's default int16: clipped at 0 into uint16, the importers' rule (protocols/pixels.py)
+    # ScanImage's default int16 becomes float32 (the importers' rule, protocols/pixels.py): refused
+    # for a uint16 model, published exactly for a float32 one
     signed = np.array([[-3, 0, 5, 32767, -32768, 1, 2]] * 5, np.int16)
-    np.testing.assert_array_equal(fmt.conform(signed), np.clip(signed, 0, None).astype(np.uint16))
+    with pytest.raises(FrameRefused, match="int16 .published as float32.*uint16"):
+        fmt.conform(signed)
+    as_float = FrameFormat(np.dtype("float32"), (5, 7), "test").conform(signed)
+    assert as_float.dtype == np.float32
+    np.testing.assert_array_equal(as_float, signed.astype(np.float32))
     with pytest.raises(FrameRefused, match="int32"):
         fmt.conform(np.zeros((5, 7), np.int32))
     with pytest.raises(FrameRefused, match="2-D"):

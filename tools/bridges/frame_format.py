@@ -3,9 +3,9 @@
 The format comes from, in order: what the running daemon announces (its control `status`
 reply carries the bundle's ``frame_shape`` and ``frame_dtype``), what the operator configured
 (``--shape``, ``--dtype``), or, for the shape only, the first frame published. A frame of
-another shape or dtype is refused, never cast, except uint8 widened to uint16 and int16
-(ScanImage's default) clipped at 0 into uint16: the importers' rule (protocols/pixels.py), so
-the model sees the same values live as in training.
+another shape or dtype is refused, except for the importers' exact conversions
+(protocols/pixels.py: uint8 widened to uint16, int8/int16 such as ScanImage's default to
+float32), so the model sees the same values live as in training.
 Pixels go out native little-endian and C-contiguous, as the wire format requires.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from protocols.client import ControlClient
 from protocols.messages import FRAME_DTYPES
-from protocols.pixels import recording_pixels
+from protocols.pixels import PixelTypeError, recording_pixels
 
 
 class FrameRefused(ValueError):
@@ -59,10 +59,14 @@ class FrameFormat:
         little = pixels.dtype.newbyteorder("<")
         if pixels.dtype != little:
             pixels = pixels.astype(little)
-        if pixels.dtype in (np.uint8, np.int16) and self.dtype == np.uint16:
-            pixels = recording_pixels(pixels)  # the importers' rule: uint8 widened, int16 clipped at 0
+        source = pixels.dtype.name
+        try:
+            pixels = recording_pixels(pixels)  # the importers' rule: uint8 -> uint16, int16 -> float32
+        except PixelTypeError as exc:
+            raise FrameRefused(f"page: {exc}") from None
         if pixels.dtype != self.dtype:
-            raise FrameRefused(f"page is {pixels.dtype.name}, the published frames are {self.dtype.name} ({self.source})")
+            as_published = "" if source == pixels.dtype.name else f" (published as {pixels.dtype.name}, as the importers store it)"
+            raise FrameRefused(f"page is {source}{as_published}, the published frames are {self.dtype.name} ({self.source})")
         shape = (int(pixels.shape[0]), int(pixels.shape[1]))
         if self.shape is None:
             self.shape = shape

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from protocols.pixels import PixelTypeError, recording_dtype
 from trainer.data.importers import ImportAssumptionWarning, fill_missing_joints, trial_destination
 from trainer.data.recording import RecordingError, rate_from_times, write_trial
 from trainer.data.schema import UNLABELLED
@@ -263,13 +264,12 @@ class _Frames:
 
 
 def _target_dtype(p: Path, name: str, dtype: np.dtype) -> np.dtype:
-    """The recording dtype for an NWB image dtype: uint16 kept (uint8 widened), floats and small
-    signed integers (suite2p writes int16) as float32, which holds them exactly."""
-    if dtype in (np.uint16, np.uint8):
-        return np.dtype(np.uint16)
-    if dtype in (np.float32, np.float64, np.int16, np.int8):
-        return np.dtype(np.float32)
-    raise RecordingError(p, f"{name!r} has dtype {dtype}; expected uint8/uint16, int8/int16 or float32/float64")
+    """The recording dtype for an NWB image dtype: the rule every importer and bridge shares
+    (protocols/pixels.py; suite2p's int16 becomes float32, which holds it exactly)."""
+    try:
+        return recording_dtype(dtype)
+    except PixelTypeError as exc:
+        raise RecordingError(p, f"{name!r}: {exc}") from None
 
 
 def _pose(p: Path, container: Any) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any]]:
