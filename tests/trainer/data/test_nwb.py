@@ -3,6 +3,7 @@ message that names the file and the problem; a small NWB dataset of three animal
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from datetime import datetime, timezone
@@ -13,14 +14,9 @@ import numpy as np
 import pytest
 
 
-def _require(name: str) -> Any:
-    # The nwb extra is installed by `make install` (CI too): there a missing package fails the run.
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"{name} is not installed (the nwb extra: pip install -e '.[nwb]')", allow_module_level=True)
+# The nwb extra is installed by `make install` (CI too): there a missing package fails the run.
+_require = importlib.import_module if os.environ.get("CI") else functools.partial(
+    pytest.importorskip, reason="the nwb extra is not installed (pip install -e '.[nwb]')")
 
 
 pynwb = _require("pynwb")
