@@ -5,6 +5,15 @@ Clients are DEALER (or REQ) sockets framing each request as ``[b"", payload]``
 at once, a reload when the new model is loaded and warmed up (other requests keep being
 answered meanwhile). A malformed request gets an error reply, with the request's own id when it
 had a valid one (0 only when it had none), and is counted; it never takes the socket down.
+
+Frames first: the hot path runs on its own thread, but it shares the interpreter (the GIL) and
+the CPUs with this loop, so control work is bounded. A token bucket (``control.rate_per_s``,
+``control.burst``) says how many requests are carried out; one over it is answered at once with
+``ok`` false and an error starting ``busy:`` (its id echoed; only the id is read) and counted
+(``control_refused_busy``). At most ``control.batch`` requests are read per turn of the loop,
+and after a turn that found the bucket empty none are read until a token is due: whatever a
+flood sends beyond about ``batch x rate_per_s`` per second waits in ZeroMQ's queues (the
+ROUTER's, then the sender's) and costs the daemon nothing.
 """
 
 from __future__ import annotations
@@ -18,8 +27,10 @@ import structlog
 import zmq
 import zmq.asyncio
 
+from decoder.settings import ControlSettings
 from decoder.stats import Counters, RateLimiter
-from protocols.codec import decode_control_request, encode_control, refusal_reply
+from decoder.token_bucket import TokenBucket
+from protocols.codec import busy_reply, control_request_id, decode_control_request, encode_control, refusal_reply
 from protocols.errors import ProtocolError
 from protocols.messages import ControlReply, ControlRequest
 
@@ -45,45 +56,67 @@ class ControlServer:
         service: Controllable,
         counters: Counters,
         limiter: RateLimiter,
+        settings: ControlSettings | None = None,
     ) -> None:
         self.socket = socket
+        # NOBLOCK reads and replies through a plain shadow of the same socket: no future per message
+        self._sync = zmq.Socket.shadow(socket.underlying)
         self.service = service
         self.counters = counters
         self.limiter = limiter
+        self.settings = settings or ControlSettings()
+        self.bucket = TokenBucket(self.settings.rate_per_s, self.settings.burst)
         self._reloading = False
 
     async def serve(self, tasks: asyncio.TaskGroup) -> None:
         """Answer requests until cancelled; slow ones (reload) run as their own tasks."""
+        batch = self.settings.batch
+        recv = self._sync.recv_multipart
         while True:
-            parts = await self.socket.recv_multipart()
-            self.counters.control_requests += 1
-            envelope, request, refusal = self._parse(parts)
-            if envelope is None:
-                continue  # nobody to answer (no routing id)
-            if request is None:
-                if refusal is not None:
-                    self._reply(envelope, refusal)
-                continue
-            if request.cmd == "reload":
-                tasks.create_task(self._answer(envelope, request), name="control-reload")
-            else:
-                await self._answer(envelope, request)
+            await self.socket.poll(None, zmq.POLLIN)
+            for _ in range(batch):
+                try:
+                    parts = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                await self._one(parts, tasks)
+            wait_s = self.bucket.wait_s()
+            # An empty bucket: read nothing more until a token is due (the rest waits in ZeroMQ).
+            await asyncio.sleep(wait_s)
 
-    def _parse(self, parts: list[bytes]) -> tuple[list[bytes] | None, ControlRequest | None, ControlReply | None]:
-        """(envelope, request, refusal): the request, or the refusal to send back for it."""
+    async def _one(self, parts: list[bytes], tasks: asyncio.TaskGroup) -> None:
+        self.counters.control_requests += 1
+        envelope = self._envelope(parts)
+        if envelope is None:
+            return  # nobody to answer (no routing id)
+        if not self.bucket.take():
+            self.counters.control_refused_busy += 1
+            held_back = self.limiter.allow("control-busy")
+            if held_back is not None:
+                log.warning("control requests over the rate limit refused as busy", rate_per_s=self.settings.rate_per_s,
+                            similar_since_last=held_back)
+            self._reply(envelope, busy_reply(control_request_id(parts[-1]), self.settings.rate_per_s))
+            return
+        try:
+            request = decode_control_request(parts[-1])
+        except ProtocolError as exc:
+            self._bad(exc.reason)
+            self._reply(envelope, refusal_reply(exc))
+            return
+        if request.cmd == "reload":
+            tasks.create_task(self._answer(envelope, request), name="control-reload")
+        else:
+            await self._answer(envelope, request)
+
+    def _envelope(self, parts: list[bytes]) -> list[bytes] | None:
+        """The routing parts to send a reply back with; None (counted) when there are none."""
         # ROUTER prepends the client's routing id; DEALER/REQ clients add an empty delimiter.
         if len(parts) < 2:
             self._bad("control message without routing id or payload")
-            return None, None, None
+            return None
         if len(parts) >= 3 and parts[-2] == b"":
-            envelope = parts[:-1]
-        else:
-            envelope = [parts[0], b""]
-        try:
-            return envelope, decode_control_request(parts[-1]), None
-        except ProtocolError as exc:
-            self._bad(exc.reason)
-            return envelope, None, refusal_reply(exc)
+            return parts[:-1]
+        return [parts[0], b""]
 
     def _bad(self, reason: str) -> None:
         self.counters.control_errors += 1
@@ -127,12 +160,12 @@ class ControlServer:
 
     def _reply(self, envelope: list[bytes], reply: ControlReply) -> None:
         try:
-            self.socket.send_multipart([*envelope, encode_control(reply)], flags=zmq.NOBLOCK)
+            self._sync.send_multipart([*envelope, encode_control(reply)], flags=zmq.NOBLOCK)
         except zmq.Again:
             pass  # the client is gone or not reading; ROUTER must never block the daemon
         except (TypeError, ValueError) as exc:  # a reply we built does not encode: a bug, say so
             log.error("control reply failed to encode", error=str(exc), request_id=reply.id)
-            self.socket.send_multipart(
+            self._sync.send_multipart(
                 [*envelope, encode_control(ControlReply(id=reply.id, ok=False, error="internal error"))],
                 flags=zmq.NOBLOCK,
             )

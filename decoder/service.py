@@ -237,7 +237,7 @@ class DecoderService:
 
     async def main_loop(self) -> None:
         assert self.hot is not None and self._mailbox is not None and self._control is not None
-        control = ControlServer(self._control, self, self.counters, self.limiter)
+        control = ControlServer(self._control, self, self.counters, self.limiter, self.settings.control)
         done = self.thread.start(self.hot, self._mailbox)
         self.ready.set()
         async with asyncio.TaskGroup() as tasks:

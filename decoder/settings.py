@@ -101,6 +101,22 @@ class PolicySettings(_Section):
     shutdown_timeout_s: float = Field(5.0, gt=0.0, description="longest wait for the frame in flight at shutdown")
 
 
+class ControlSettings(_Section):
+    """The control socket's budget, so that no flood of requests takes time from the frames."""
+
+    rate_per_s: float = Field(
+        200.0, gt=0.0, description="requests carried out per second, sustained (token bucket); more are refused as busy"
+    )
+    burst: int = Field(50, ge=1, description="requests carried out back to back before rate_per_s applies")
+    batch: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="requests read per turn of the event loop; once the bucket is empty no more are read until a "
+        "token is due, so a flood beyond batch x rate_per_s per second waits in ZeroMQ's queues, not in the daemon",
+    )
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -152,6 +168,7 @@ class DecoderSettings(BaseSettings):
     backend: BackendSettings = BackendSettings()
     model: ModelSettings = ModelSettings()
     policy: PolicySettings = PolicySettings()
+    control: ControlSettings = ControlSettings()
     logging: LoggingSettings = LoggingSettings()
     decision_log: DecisionLogSettings = DecisionLogSettings()
     security: SecuritySettings = SecuritySettings()

@@ -75,8 +75,9 @@ class Counters:
     actions_published: int = 0
     events_published: int = 0
     status_published: int = 0
-    control_requests: int = 0
-    control_errors: int = 0
+    control_requests: int = 0  # every control message read, including those refused as busy
+    control_errors: int = 0  # malformed or refused requests (not counting busy ones)
+    control_refused_busy: int = 0  # over the control rate limit: answered "busy", not carried out
     reloads: int = 0
     reloads_refused: int = 0
 

@@ -1,8 +1,9 @@
-"""Counters, rolling latency percentiles and the log rate limiter."""
+"""Counters, rolling latency percentiles, the log rate limiter, the token bucket and the mailbox bound."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from decoder.stats import Counters, LatencyWindow, RateLimiter
 
@@ -35,3 +36,42 @@ def test_counters_are_plain_ints() -> None:
     counters.frames_skipped += 2
     data = counters.as_dict()
     assert data["frames_skipped"] == 2 and all(type(v) is int for v in data.values())
+
+
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    from decoder.token_bucket import TokenBucket
+
+    now = [0.0]
+    bucket = TokenBucket(rate_per_s=10.0, burst=3, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    assert bucket.wait_s() == pytest.approx(0.1)
+    now[0] = 0.05
+    assert not bucket.take() and bucket.wait_s() == pytest.approx(0.05)
+    now[0] = 0.1
+    assert bucket.take() and not bucket.take()
+    now[0] = 100.0  # a long quiet spell refills to the burst, no more
+    assert sum(bucket.take() for _ in range(10)) == 3
+    with pytest.raises(ValueError):
+        TokenBucket(rate_per_s=0.0, burst=1)
+
+
+def test_mailbox_runs_at_most_limit_calls_per_turn_and_keeps_the_rest() -> None:
+    import zmq
+
+    from decoder.worker import Mailbox
+
+    context = zmq.Context()
+    mailbox = Mailbox(context)
+    try:
+        ran: list[int] = []
+        for i in range(6):
+            mailbox.post(ran.append, i)
+        call = lambda fn, args: fn(*args)  # noqa: E731
+        mailbox.run_pending(call, lambda: False, limit=4)
+        assert ran == [0, 1, 2, 3] and mailbox.pending
+        assert not mailbox.receiver.poll(0)  # no wake-up is left: `pending` is what says so
+        mailbox.run_pending(call, lambda: False, limit=4)
+        assert ran == list(range(6)) and not mailbox.pending
+    finally:
+        mailbox.close()
+        context.term()
