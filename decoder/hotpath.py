@@ -69,6 +69,7 @@ class HotPath:
         decision_log: DecisionLogWriter | None,
         expect_shape: tuple[int, int],
         expect_dtype: np.dtype,
+        clock_shared: bool = False,
     ) -> None:
         self.frames = frames
         self.publisher = publisher
@@ -81,6 +82,10 @@ class HotPath:
         self.expect_dtype = expect_dtype
         self.latency = LatencyWindow()  # receive -> publish, the daemon's own share
         self.inference_latency = LatencyWindow()  # the pipeline alone (encode, head, debounce)
+        # The frame's t_pub_ns -> its action published: includes the time it waited in the socket
+        # queue, which the daemon's own latency cannot see. Only when the publisher stamps with
+        # this host's clock.
+        self.age: LatencyWindow | None = LatencyWindow() if clock_shared else None
         self.paused = False  # set and cleared by mailbox calls, so between two frames
         self.busy_since_ns = 0  # monotonic start of the model call running now; 0 while idle
         self.running_call = ""
@@ -233,6 +238,14 @@ class HotPath:
         self._skipped_since_action = 0
         self.publisher.publish(action)
         self.latency.record(t_pub - t_recv_ns)
+        if self.age is not None:
+            age = t_pub - header.t_pub_ns
+            if age >= 0:
+                self.age.record(age)
+            else:  # stamped in the future: the publisher's clock is not ours after all
+                self.counters.frames_age_negative += 1
+                self._warn("age", "frame stamped after its action was published: the publisher does not share this "
+                           "host's clock; set sockets.frames_clock = \"separate\"", seq=header.seq)
         if decision.transitions:
             self.publish_events(decision.transitions, decision.class_names, decision.model_id, header.session)
         if decision.reset_reason is not None:

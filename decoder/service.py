@@ -174,7 +174,7 @@ class DecoderService:
         assert self._frames is not None and self.publisher is not None and self._mailbox is not None
         self.hot = HotPath(
             self._frames, self.publisher, self.pipeline, self._mailbox, self.counters, self.limiter,
-            self._decision_log, self._expect_shape, self._expect_dtype,
+            self._decision_log, self._expect_shape, self._expect_dtype, s.sockets.frames_clock_shared,
         )
         self.state = RUNNING
         self._started_monotonic = time.monotonic()
@@ -293,6 +293,7 @@ class DecoderService:
             "class_names": list(model.class_names),
             "counters": self.counters.as_dict(),
             "latency_us": self.monitor.latency_summary(),
+            "frames_clock": "shared" if self.settings.sockets.frames_clock_shared else "separate",
             "endpoints": dict(self.endpoints),
             "inference_stalled_s": round(self.thread.stalled_for_s(), 3),
             "decision_log": self._decision_log_report(),

@@ -72,6 +72,7 @@ class Counters:
     malformed_messages: int = 0  # not a frame message at all (ProtocolError)
     wrong_shape_frames: int = 0  # well-formed but not the model's shape/dtype
     non_finite_frames: int = 0  # float frames holding NaN or inf
+    frames_age_negative: int = 0  # decided frames stamped after their action (the clock is not shared)
     actions_published: int = 0
     events_published: int = 0
     status_published: int = 0

@@ -159,6 +159,8 @@ def test_a_control_flood_does_not_starve_frames_of_the_daemon_process(
     assert len(actions) >= 0.9 * sent, (len(actions), sent)
     assert skipped <= 0.1 * sent
     assert ages_ms[-1] < 250, ages_ms[-5:]
+    assert status["frames_clock"] == "shared"  # loopback: the daemon measures the same age itself
+    assert status["latency_us"]["age_max_us"] < 250_000, status["latency_us"]
     # The flood was read, counted and refused as busy, each refusal echoing its request's id.
     # Control work is bounded: without the limit the event loop read every request it could
     # (0.7-0.9 of a core on a 2-core machine); with it, about batch x rate_per_s per second.
