@@ -79,6 +79,7 @@ class Counters:
     control_requests: int = 0  # every control message read, including those refused as busy
     control_errors: int = 0  # malformed or refused requests (not counting busy ones)
     control_refused_busy: int = 0  # over the control rate limit: answered "busy", not carried out
+    auth_failures: int = 0  # refused CURVE handshakes on any socket (unknown key, no CURVE, wrong server key)
     reloads: int = 0
     reloads_refused: int = 0
 

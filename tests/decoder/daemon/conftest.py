@@ -36,7 +36,8 @@ from protocols.messages import Action, Event, Status
 FRAME_SHAPE = (32, 32)
 WINDOW = 4
 FRAME_RATE_HZ = 30.0
-SERVICE_TASKS = {"hot-path", "heartbeat", "health", "summary", "control", "supervise", "control-reload"}
+SERVICE_TASKS = {"hot-path", "heartbeat", "health", "summary", "control", "supervise", "control-reload",
+                 "handshake-monitor"}
 
 
 def _export(out: Path, seed: int, frame_dtype: str) -> Path:
