@@ -8,12 +8,13 @@ had a valid one (0 only when it had none), and is counted; it never takes the so
 
 Frames first: the hot path runs on its own thread, but it shares the interpreter (the GIL) and
 the CPUs with this loop, so control work is bounded. A token bucket (``control.rate_per_s``,
-``control.burst``) says how many requests are carried out; one over it is answered at once with
-``ok`` false and an error starting ``busy:`` (its id echoed; only the id is read) and counted
+``control.burst``) says how many requests are carried out, and no one client (connection) may
+use more than ``CLIENT_SHARE`` of it; a request over either is answered at once with ``ok``
+false and an error starting ``busy:`` (its id echoed; only the id is read) and counted
 (``control_refused_busy``). At most ``control.batch`` requests are read per turn of the loop,
-and after a turn that found the bucket empty none are read until a token is due: whatever a
-flood sends beyond about ``batch x rate_per_s`` per second waits in ZeroMQ's queues (the
-ROUTER's, then the sender's) and costs the daemon nothing.
+and after a turn that refused one none are read for 1 / rate_per_s: whatever a flood sends
+beyond about ``batch x rate_per_s`` per second waits in ZeroMQ's queues (the ROUTER's, then the
+sender's) and costs the daemon nothing.
 """
 
 from __future__ import annotations
@@ -29,12 +30,16 @@ import zmq.asyncio
 
 from decoder.settings import ControlSettings
 from decoder.stats import Counters, RateLimiter
-from decoder.token_bucket import TokenBucket
+from decoder.token_bucket import SharedBuckets
 from protocols.codec import busy_reply, control_request_id, decode_control_request, encode_control, refusal_reply
 from protocols.errors import ProtocolError
 from protocols.messages import ControlReply, ControlRequest
 
 log = structlog.get_logger(__name__)
+
+# The most of the control budget one client (one connection) may use, so that a client flooding
+# the socket leaves room for an operator's requests.
+CLIENT_SHARE = 0.5
 
 
 class Controllable(Protocol):
@@ -65,48 +70,51 @@ class ControlServer:
         self.counters = counters
         self.limiter = limiter
         self.settings = settings or ControlSettings()
-        self.bucket = TokenBucket(self.settings.rate_per_s, self.settings.burst)
+        self.buckets = SharedBuckets(self.settings.rate_per_s, self.settings.burst, CLIENT_SHARE)
         self._reloading = False
 
     async def serve(self, tasks: asyncio.TaskGroup) -> None:
         """Answer requests until cancelled; slow ones (reload) run as their own tasks."""
         batch = self.settings.batch
         recv = self._sync.recv_multipart
+        pause_s = 1.0 / self.settings.rate_per_s
         while True:
             await self.socket.poll(None, zmq.POLLIN)
+            refused = False
             for _ in range(batch):
                 try:
                     parts = recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                await self._one(parts, tasks)
-            wait_s = self.bucket.wait_s()
-            # An empty bucket: read nothing more until a token is due (the rest waits in ZeroMQ).
-            await asyncio.sleep(wait_s)
+                refused |= not await self._one(parts, tasks)
+            # Over the limit: read nothing more until a token is due (the rest waits in ZeroMQ).
+            await asyncio.sleep(pause_s if refused else 0.0)
 
-    async def _one(self, parts: list[bytes], tasks: asyncio.TaskGroup) -> None:
+    async def _one(self, parts: list[bytes], tasks: asyncio.TaskGroup) -> bool:
+        """Answer one request; False if it was refused as busy."""
         self.counters.control_requests += 1
         envelope = self._envelope(parts)
         if envelope is None:
-            return  # nobody to answer (no routing id)
-        if not self.bucket.take():
+            return True  # nobody to answer (no routing id)
+        if not self.buckets.take(parts[0]):
             self.counters.control_refused_busy += 1
             held_back = self.limiter.allow("control-busy")
             if held_back is not None:
                 log.warning("control requests over the rate limit refused as busy", rate_per_s=self.settings.rate_per_s,
                             similar_since_last=held_back)
             self._reply(envelope, busy_reply(control_request_id(parts[-1]), self.settings.rate_per_s))
-            return
+            return False
         try:
             request = decode_control_request(parts[-1])
         except ProtocolError as exc:
             self._bad(exc.reason)
             self._reply(envelope, refusal_reply(exc))
-            return
+            return True
         if request.cmd == "reload":
             tasks.create_task(self._answer(envelope, request), name="control-reload")
         else:
             await self._answer(envelope, request)
+        return True
 
     def _envelope(self, parts: list[bytes]) -> list[bytes] | None:
         """The routing parts to send a reply back with; None (counted) when there are none."""

@@ -136,15 +136,16 @@ class ControlSettings(_Section):
     """The control socket's budget, so that no flood of requests takes time from the frames."""
 
     rate_per_s: float = Field(
-        200.0, gt=0.0, description="requests carried out per second, sustained (token bucket); more are refused as busy"
+        200.0, gt=0.0, description="requests carried out per second, sustained (token bucket; one client may use half); "
+        "more are refused as busy"
     )
     burst: int = Field(50, ge=1, description="requests carried out back to back before rate_per_s applies")
     batch: int = Field(
         16,
         ge=1,
         le=4096,
-        description="requests read per turn of the event loop; once the bucket is empty no more are read until a "
-        "token is due, so a flood beyond batch x rate_per_s per second waits in ZeroMQ's queues, not in the daemon",
+        description="requests read per turn of the event loop; after a turn that refused one as busy none are read "
+        "for 1 / rate_per_s, so a flood beyond batch x rate_per_s per second waits in ZeroMQ's queues, not in the daemon",
     )
 
 

@@ -165,10 +165,11 @@ async def test_control_requests_are_answered_while_a_reload_loads(
 async def test_requests_over_the_rate_limit_are_refused_as_busy_with_their_id(
     start_service: Any, daemon_bundle: Path, actx: zmq.asyncio.Context
 ) -> None:
-    """A burst of 6 against a bucket of 2 tokens at 1 per second: 2 carried out, 4 refused at
-    once as busy (their ids echoed, malformed ones too when their id is readable), all counted;
-    the next request is read only once a token is due, and carried out."""
-    h = await start_service(daemon_bundle, control={"rate_per_s": 1.0, "burst": 2})
+    """A burst of 6 from one client against a bucket of 4 tokens at 1 per second, of which one
+    client may use half: 2 carried out, 4 refused at once as busy (their ids echoed, malformed
+    ones too when their id is readable), all counted; another client's request still finds
+    tokens and is carried out."""
+    h = await start_service(daemon_bundle, control={"rate_per_s": 1.0, "burst": 4})
     dealer = actx.socket(zmq.DEALER)
     dealer.linger = 0
     dealer.connect(h.service.endpoints["control"])

@@ -55,6 +55,25 @@ def test_token_bucket_allows_a_burst_then_the_rate() -> None:
         TokenBucket(rate_per_s=0.0, burst=1)
 
 
+def test_shared_buckets_keep_one_client_to_its_share_and_remember_a_bounded_number() -> None:
+    from decoder.token_bucket import SharedBuckets
+
+    now = [0.0]
+    buckets = SharedBuckets(rate_per_s=10.0, burst=4, client_share=0.5, max_clients=3, clock=lambda: now[0])
+    assert [buckets.take(b"flood") for _ in range(4)] == [True, True, False, False]  # its half of 4
+    assert [buckets.take(b"operator") for _ in range(3)] == [True, True, False]  # the other half
+    assert not buckets.take(b"third")  # the shared bucket is empty: nobody gets more
+    now[0] = 0.1  # one token due in the shared bucket, half a token per client
+    assert not buckets.take(b"flood")
+    now[0] = 0.2
+    assert buckets.take(b"flood")
+    buckets.take(b"x")  # two more clients push the two least recently seen out
+    buckets.take(b"y")
+    assert set(buckets._clients) == {b"flood", b"x", b"y"}
+    with pytest.raises(ValueError):
+        SharedBuckets(rate_per_s=1.0, burst=1, client_share=0.0)
+
+
 def test_mailbox_runs_at_most_limit_calls_per_turn_and_keeps_the_rest() -> None:
     import zmq
 
