@@ -120,7 +120,7 @@ def test_overload_steps_count_decisions_with_a_class_and_the_age_of_the_decided_
         log = ReplayLog(sent_seq=np.arange(n) + 50, sent_ns=sent_ns, action_seq=decided + 50, received_ns=pub + 1,
                         daemon_recv_ns=pub - 1, daemon_pub_ns=pub, action_index=index,
                         action_skipped=np.full(len(decided), 3))
-        return log, {"skipped": 3 * len(decided), "lost": 0, "daemon_age_p99_us": 2400.0}
+        return log, {"skipped": 3 * len(decided), "lost": 0, "window_resets": 1, "daemon_age_p99_us": 2400.0}
 
     steps = run_overload(replay_at, 100.0, (2.0, 10.0), step_s=2.0, min_frames=300, max_frames=1000)
     assert [(s["factor"], s["rate_fps"], s["frames_sent"]) for s in steps] == [(2.0, 200.0, 400), (10.0, 1000.0, 1000)]
@@ -129,7 +129,7 @@ def test_overload_steps_count_decisions_with_a_class_and_the_age_of_the_decided_
     assert first["achieved_fps"] == pytest.approx(1000.0) and first["achieved_factor"] == pytest.approx(10.0)
     assert first["age_us"]["p50_us"] == pytest.approx(500.0) and first["age_us"]["max_us"] == pytest.approx(500.0)
     md = "\n".join(format_overload(steps, 100.0, "given"))
-    assert "| 2x = 200 fps | 400 (1000 fps, 10x) | 250.6 | 98.0 % | 100.0 % | 300 | 0 | 0.50 ms | 0.50 ms | 0.50 ms | 2.40 ms |" in md
+    assert "| 2x = 200 fps | 400 (1000 fps, 10x) | 250.6 | 98.0 % | 100.0 % | 300 | 0 | 1 | 0.50 ms | 0.50 ms | 0.50 ms | 2.40 ms |" in md
     with pytest.raises(ValueError):
         run_overload(replay_at, 0.0, (2.0,), step_s=1.0)
 

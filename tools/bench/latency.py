@@ -399,7 +399,10 @@ def _overload(settings: BenchSettings, daemon: ManagedProcess, data: ReplayData,
         assert step.log is not None
         counters = step.daemon_counters or {}
         own = (step.daemon_status or {}).get("latency_us", {})
-        numbers = {"skipped": counters.get("frames_skipped"), "lost": counters.get("frames_lost"),
+        # Lost: sent, neither decoded nor skipped by the daemon (its counter of sequence holes
+        # would also count the jump between steps).
+        f = step.report.frames
+        numbers = {"skipped": f.skipped, "lost": f.lost,
                    "window_resets": counters.get("window_resets"), "daemon_age_p99_us": own.get("age_p99_us"),
                    "daemon_p99_us": own.get("p99_us"), "publisher_late_p99_us": step.pacing_late_p99_us}
         log.info("overload step", rate_fps=rate, frames=n, achieved_fps=round(step.achieved_fps, 1),

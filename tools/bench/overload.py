@@ -12,8 +12,9 @@ only stamps):
 - `age`: the decided frame's age when its action went out, action `t_pub_ns` (daemon) minus the
   frame's `t_pub_ns` (the replay's stamp; same host, same monotonic clock): time in the
   socket queues plus the daemon's own time;
-- the daemon's own counters over the step (skipped, lost: holes in the sequence, frames ZeroMQ
-  dropped at a high-water mark) and its own `age_p99_us` from status.
+- frames skipped (the daemon's counter over the step) and lost (sent, neither decoded nor
+  skipped: dropped on the way, at one of ZeroMQ's high-water marks), the daemon's window resets
+  (one at the step's start: each step starts a new sequence) and its own `age_p99_us`.
 
 The replay cannot always send 100x the sustained rate (it shares the CPUs and sends
 256 x 256 frames); each step reports the rate it achieved, and the factor it reached.
@@ -94,15 +95,16 @@ def format_overload(steps: Sequence[dict[str, Any]], base_fps: float, base_how: 
         "age = action published - frame's publisher stamp, same host):",
         "",
         "| asked | sent (achieved) | actions/s | with a class | degraded (skipped > 0) | skipped | lost "
-        "| age p50 | age p99 | age max | daemon's own age p99 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| window resets | age p50 | age p99 | age max | daemon's own age p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in steps:
         age = s["age_us"]
         lines.append(
             f"| {s['factor']:g}x = {s['rate_fps']:g} fps | {s['frames_sent']} ({_num(s['achieved_fps'])} fps, "
             f"{_num(s['achieved_factor'])}x) | {_num(s['decisions_per_s'])} | {_pct(s['with_class'])} | "
-            f"{_pct(s['degraded'])} | {s.get('skipped', '-')} | {s.get('lost', '-')} | {_ms(age['p50_us'])} | "
+            f"{_pct(s['degraded'])} | {s.get('skipped', '-')} | {s.get('lost', '-')} | {s.get('window_resets', '-')} | "
+            f"{_ms(age['p50_us'])} | "
             f"{_ms(age['p99_us'])} | {_ms(age['max_us'])} | {_ms(s.get('daemon_age_p99_us'))} |"
         )
     return lines
