@@ -10,7 +10,7 @@ action PUB socket. Per frame, with no hop to another thread or to the event loop
 4. publish: the action and any onset/offset events on the PUB socket; their decision-log
    records are queued;
 5. run what the event loop handed over meanwhile (a status heartbeat to publish, a model swap,
-   pause/resume), between two frames;
+   pause/resume), between two frames, at most ``MAX_CALLS_PER_TURN`` of them (frames first);
 6. latest wins: take every frame that arrived during the decision, NOBLOCK; the newest valid
    one is decoded next (back to 3), the others are counted as skipped;
 7. when no frame comes for a millisecond (or the oldest record is 2 ms old), write the queued
@@ -50,6 +50,9 @@ MAX_DRAIN = 4096
 # latest once the oldest waiting record is this old (frames arriving back to back).
 LOG_IDLE_MS = 1
 LOG_MAX_AGE_NS = 2_000_000
+# Frames first: mailbox calls (heartbeats, pause/resume, swaps) run between two frames, at most
+# this many per turn; the rest wait for the next turn, after the frames that arrived meanwhile.
+MAX_CALLS_PER_TURN = 4
 
 
 class HotPath:
@@ -66,6 +69,7 @@ class HotPath:
         decision_log: DecisionLogWriter | None,
         expect_shape: tuple[int, int],
         expect_dtype: np.dtype,
+        clock_shared: bool = False,
     ) -> None:
         self.frames = frames
         self.publisher = publisher
@@ -78,6 +82,10 @@ class HotPath:
         self.expect_dtype = expect_dtype
         self.latency = LatencyWindow()  # receive -> publish, the daemon's own share
         self.inference_latency = LatencyWindow()  # the pipeline alone (encode, head, debounce)
+        # The frame's t_pub_ns -> its action published: includes the time it waited in the socket
+        # queue, which the daemon's own latency cannot see. Only when the publisher stamps with
+        # this host's clock.
+        self.age: LatencyWindow | None = LatencyWindow() if clock_shared else None
         self.paused = False  # set and cleared by mailbox calls, so between two frames
         self.busy_since_ns = 0  # monotonic start of the model call running now; 0 while idle
         self.running_call = ""
@@ -95,25 +103,28 @@ class HotPath:
         poller.register(self.frames, zmq.POLLIN)
         poller.register(self.mailbox.receiver, zmq.POLLIN)
         decision_log = self.decision_log
+        mailbox = self.mailbox
         clock = time.monotonic_ns
         while not self.stopped:
             # Wait with the GIL released. Records waiting for the decision log are written once
             # no frame has come for LOG_IDLE_MS, so the write never sits between a send and the
             # I/O thread that puts the action on the wire.
             idle_write = decision_log is not None and decision_log.has_pending
-            if not poller.poll(LOG_IDLE_MS if idle_write else None):
+            # Calls left by a bounded turn: look at the sockets without waiting, then run more.
+            calls_left = mailbox.pending
+            if not poller.poll(0 if calls_left else LOG_IDLE_MS if idle_write else None) and not calls_left:
                 decision_log.write_pending()  # type: ignore[union-attr]
                 continue
             frame = self._take_first()
             while frame is not None:  # decide, then whatever arrived meanwhile: newest wins
                 self._decide(*frame)
-                self.mailbox.run_pending(self.call, self._is_stopped)
+                mailbox.run_pending(self.call, self._is_stopped, MAX_CALLS_PER_TURN)
                 if self.stopped:
                     break
                 if decision_log is not None and clock() - decision_log.pending_since_ns > LOG_MAX_AGE_NS:
                     decision_log.write_pending()  # frames keep coming: do not wait for a gap
                 frame = self._take_newest()
-            self.mailbox.run_pending(self.call, self._is_stopped)
+            mailbox.run_pending(self.call, self._is_stopped, MAX_CALLS_PER_TURN)
         if decision_log is not None:
             decision_log.write_pending()
 
@@ -227,6 +238,14 @@ class HotPath:
         self._skipped_since_action = 0
         self.publisher.publish(action)
         self.latency.record(t_pub - t_recv_ns)
+        if self.age is not None:
+            age = t_pub - header.t_pub_ns
+            if age >= 0:
+                self.age.record(age)
+            else:  # stamped in the future: the publisher's clock is not ours after all
+                self.counters.frames_age_negative += 1
+                self._warn("age", "frame stamped after its action was published: the publisher does not share this "
+                           "host's clock; set sockets.frames_clock = \"separate\"", seq=header.seq)
         if decision.transitions:
             self.publish_events(decision.transitions, decision.class_names, decision.model_id, header.session)
         if decision.reset_reason is not None:

@@ -72,6 +72,11 @@ class Monitor:
         if infer:
             summary["infer_p50_us"] = infer["p50_us"]
             summary["infer_p99_us"] = infer["p99_us"]
+        age = hot.age.percentiles_us() if hot.age is not None else {}
+        if age:  # publisher's t_pub_ns -> action published: socket-queue time included
+            summary["age_p50_us"] = age["p50_us"]
+            summary["age_p99_us"] = age["p99_us"]
+            summary["age_max_us"] = age["max_us"]
         return summary
 
     # ---- tasks ---------------------------------------------------------------------------
@@ -130,4 +135,5 @@ class Monitor:
             s.notifier.status(
                 f"{s.state}, model {model_id}: {now['frames_decoded']} frames decoded, {now['frames_skipped']} skipped, "
                 f"{now['frames_lost']} lost; p99 {latency.get('p99_us', 0.0):.0f} us"
+                + (f", frame age p99 {latency['age_p99_us']:.0f} us" if "age_p99_us" in latency else "")
             )

@@ -33,6 +33,7 @@ import zmq.asyncio
 from decoder.control import ControlRefused, ControlServer
 from decoder.debounce import Debouncer, frames_for_duration
 from decoder.decision_log import DecisionLogWriter
+from decoder.handshake_monitor import HandshakeMonitor
 from decoder.hotpath import HotPath
 from decoder.model import LoadedModel, ModelLoader, ReloadNotAllowed, check_reload_allowed, load_model
 from decoder.monitor import Monitor
@@ -89,6 +90,7 @@ class DecoderService:
         self._mailbox: Mailbox | None = None
         self._decision_log: DecisionLogWriter | None = None
         self._curve: Curve | None = None  # keys are loaded (and checked) at startup
+        self._handshakes: HandshakeMonitor | None = None  # with CURVE: refused handshakes counted
         self._expect_shape: tuple[int, int] = (0, 0)
         self._expect_dtype = np.dtype("uint16")
 
@@ -174,7 +176,7 @@ class DecoderService:
         assert self._frames is not None and self.publisher is not None and self._mailbox is not None
         self.hot = HotPath(
             self._frames, self.publisher, self.pipeline, self._mailbox, self.counters, self.limiter,
-            self._decision_log, self._expect_shape, self._expect_dtype,
+            self._decision_log, self._expect_shape, self._expect_dtype, s.sockets.frames_clock_shared,
         )
         self.state = RUNNING
         self._started_monotonic = time.monotonic()
@@ -194,6 +196,8 @@ class DecoderService:
         curve = self._curve
         assert curve is not None
         curve.start(self._context)
+        if curve.enabled:
+            self._handshakes = HandshakeMonitor(self._context, self.counters, self.limiter)
         # The frame and action sockets belong to the hot-path thread, which drives them
         # synchronously; a sync shadow of the same context gives us those.
         sync_context = zmq.Context.shadow(self._context.underlying)
@@ -202,6 +206,7 @@ class DecoderService:
         pub.linger = s.linger_ms
         pub.sndhwm = s.actions_sndhwm
         curve.server(pub)
+        self._watch_handshakes("actions", pub)
         pub.bind(s.actions)
         self.endpoints["actions"] = pub.getsockopt_string(zmq.LAST_ENDPOINT)
         self.publisher = Publisher(pub, self._decision_log, self.counters)
@@ -217,10 +222,13 @@ class DecoderService:
         frames.setsockopt(zmq.SUBSCRIBE, TOPIC_FRAME)
         if s.frames_mode == "bind":
             curve.server(frames)
+            self._watch_handshakes("frames", frames)
             frames.bind(s.frames)
             self.endpoints["frames"] = frames.getsockopt_string(zmq.LAST_ENDPOINT)
         else:
             curve.client(frames)
+            if self.settings.security.frames_server_public_key is not None:
+                self._watch_handshakes("frames", frames)  # the publisher may refuse us
             frames.connect(s.frames)
             self.endpoints["frames"] = s.frames
         self._frames = frames
@@ -229,15 +237,20 @@ class DecoderService:
         control = self._context.socket(zmq.ROUTER)
         control.linger = 0
         curve.server(control)
+        self._watch_handshakes("control", control)
         control.bind(s.control)
         self.endpoints["control"] = control.getsockopt_string(zmq.LAST_ENDPOINT)
         self._control = control
+
+    def _watch_handshakes(self, name: str, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
+        if self._handshakes is not None:
+            self._handshakes.watch(name, sock)
 
     # ---- run -----------------------------------------------------------------------------
 
     async def main_loop(self) -> None:
         assert self.hot is not None and self._mailbox is not None and self._control is not None
-        control = ControlServer(self._control, self, self.counters, self.limiter)
+        control = ControlServer(self._control, self, self.counters, self.limiter, self.settings.control)
         done = self.thread.start(self.hot, self._mailbox)
         self.ready.set()
         async with asyncio.TaskGroup() as tasks:
@@ -248,6 +261,8 @@ class DecoderService:
                 tasks.create_task(self.monitor.summary(), name="summary"),
                 tasks.create_task(control.serve(tasks), name="control"),
             ]
+            if self._handshakes is not None:
+                background.append(tasks.create_task(self._handshakes.run(), name="handshake-monitor"))
             tasks.create_task(self._supervise(hot, background), name="supervise")
 
     async def _hot_thread(self, done: asyncio.Future[None]) -> None:
@@ -293,6 +308,8 @@ class DecoderService:
             "class_names": list(model.class_names),
             "counters": self.counters.as_dict(),
             "latency_us": self.monitor.latency_summary(),
+            "frames_clock": "shared" if self.settings.sockets.frames_clock_shared else "separate",
+            "curve": self.settings.security.curve,
             "endpoints": dict(self.endpoints),
             "inference_stalled_s": round(self.thread.stalled_for_s(), 3),
             "decision_log": self._decision_log_report(),
@@ -404,6 +421,9 @@ class DecoderService:
             for sock in self._sockets:
                 sock.close(linger=linger)
             self._sockets.clear()
+        if self._handshakes is not None:
+            self._handshakes.close()
+            self._handshakes = None
         if self._curve is not None:
             self._curve.stop()
         if self._context is not None and stopped:

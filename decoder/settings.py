@@ -9,6 +9,7 @@ below. Unknown keys are errors, so a typo in a config file cannot be silently ig
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -53,6 +54,36 @@ class SocketSettings(_Section):
         10_000, ge=1, description="messages queued per slow subscriber before ZeroMQ drops for that subscriber"
     )
     linger_ms: int = Field(200, ge=0, le=10_000, description="bounded time to flush sockets at shutdown")
+    frames_clock: Literal["auto", "shared", "separate"] = Field(
+        "auto",
+        description="whether the frame publisher stamps with this host's monotonic clock, so that the age of a "
+        "decided frame (its t_pub_ns -> action published) can be measured; auto: shared when the frames endpoint "
+        "is ipc://, inproc:// or TCP on a loopback address",
+    )
+
+    @property
+    def frames_clock_shared(self) -> bool:
+        if self.frames_clock != "auto":
+            return self.frames_clock == "shared"
+        return endpoint_is_local(self.frames)
+
+
+def endpoint_is_local(endpoint: str) -> bool:
+    """A ZeroMQ endpoint that only this host can be on (ipc, inproc, TCP on loopback)."""
+    transport, _, rest = endpoint.partition("://")
+    if transport in ("ipc", "inproc"):
+        return True
+    if transport != "tcp":
+        return False
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if ";" in host:  # tcp://source;destination: the destination decides
+        host = host.rsplit(";", 1)[1].strip("[]")
+    if host in ("localhost", "lo"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # an interface name, a host name or "*": may be another host
 
 
 class BackendSettings(_Section):
@@ -99,6 +130,23 @@ class PolicySettings(_Section):
         2.0, gt=0.0, description="an inference running longer than this counts as stuck (stops watchdog pings)"
     )
     shutdown_timeout_s: float = Field(5.0, gt=0.0, description="longest wait for the frame in flight at shutdown")
+
+
+class ControlSettings(_Section):
+    """The control socket's budget, so that no flood of requests takes time from the frames."""
+
+    rate_per_s: float = Field(
+        200.0, gt=0.0, description="requests carried out per second, sustained (token bucket; one client may use half); "
+        "more are refused as busy"
+    )
+    burst: int = Field(50, ge=1, description="requests carried out back to back before rate_per_s applies")
+    batch: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        description="requests read per turn of the event loop; after a turn that refused one as busy none are read "
+        "for 1 / rate_per_s, so a flood beyond batch x rate_per_s per second waits in ZeroMQ's queues, not in the daemon",
+    )
 
 
 class LoggingSettings(_Section):
@@ -152,6 +200,7 @@ class DecoderSettings(BaseSettings):
     backend: BackendSettings = BackendSettings()
     model: ModelSettings = ModelSettings()
     policy: PolicySettings = PolicySettings()
+    control: ControlSettings = ControlSettings()
     logging: LoggingSettings = LoggingSettings()
     decision_log: DecisionLogSettings = DecisionLogSettings()
     security: SecuritySettings = SecuritySettings()

@@ -72,11 +72,14 @@ class Counters:
     malformed_messages: int = 0  # not a frame message at all (ProtocolError)
     wrong_shape_frames: int = 0  # well-formed but not the model's shape/dtype
     non_finite_frames: int = 0  # float frames holding NaN or inf
+    frames_age_negative: int = 0  # decided frames stamped after their action (the clock is not shared)
     actions_published: int = 0
     events_published: int = 0
     status_published: int = 0
-    control_requests: int = 0
-    control_errors: int = 0
+    control_requests: int = 0  # every control message read, including those refused as busy
+    control_errors: int = 0  # malformed or refused requests (not counting busy ones)
+    control_refused_busy: int = 0  # over the control rate limit: answered "busy", not carried out
+    auth_failures: int = 0  # refused CURVE handshakes on any socket (unknown key, no CURVE, wrong server key)
     reloads: int = 0
     reloads_refused: int = 0
 

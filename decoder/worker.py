@@ -82,18 +82,30 @@ class Mailbox:
         except zmq.Again:
             pass  # wake-ups are already waiting (the hot thread is busy): the call is queued
 
-    def run_pending(self, call: Callable[[Callable[..., Any], tuple[Any, ...]], Any], stopped: Callable[[], bool]) -> None:
-        """Run every queued call through ``call(fn, args)``; stops early once ``stopped()``."""
+    @property
+    def pending(self) -> bool:
+        """Calls are queued (some may have been left by a bounded ``run_pending``)."""
+        return bool(self._calls)
+
+    def run_pending(
+        self,
+        call: Callable[[Callable[..., Any], tuple[Any, ...]], Any],
+        stopped: Callable[[], bool],
+        limit: int | None = None,
+    ) -> None:
+        """Run queued calls through ``call(fn, args)``, at most ``limit`` of them (None: all);
+        stops early once ``stopped()``. Calls left over stay queued (see ``pending``)."""
         receiver = self.receiver
-        if not receiver.get(zmq.EVENTS) & zmq.POLLIN:
-            return
-        while True:  # the wake-ups first: every call they announce is already queued
-            try:
-                receiver.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        if receiver.get(zmq.EVENTS) & zmq.POLLIN:
+            while True:  # the wake-ups first: every call they announce is already queued
+                try:
+                    receiver.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
         calls = self._calls
-        while calls and not stopped():
+        ran = 0
+        while calls and not stopped() and (limit is None or ran < limit):
+            ran += 1
             fn, args, loop, future = calls.popleft()
             result: Any = None
             error: BaseException | None = None

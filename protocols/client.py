@@ -25,6 +25,7 @@ import zmq.asyncio
 import zmq.auth
 
 from protocols.codec import (
+    BUSY,
     PublishedMessage,
     decode,
     decode_control_reply,
@@ -271,6 +272,10 @@ class ControlError(RuntimeError):
     """The decoder answered a control request with ok = false."""
 
 
+class ControlBusy(ControlError):
+    """Refused as busy (over the daemon's control rate limit): not carried out; retry later."""
+
+
 class _ControlBase:
     """DEALER socket framed like REQ (empty delimiter), so a late reply can never wedge it."""
 
@@ -300,7 +305,8 @@ class _ControlBase:
 
 def _checked(reply: ControlReply, cmd: str) -> ControlReply:
     if not reply.ok:
-        raise ControlError(f"{cmd} refused: {reply.error}")
+        busy = (reply.error or "").startswith(f"{BUSY}:")
+        raise (ControlBusy if busy else ControlError)(f"{cmd} refused: {reply.error}")
     return reply
 
 

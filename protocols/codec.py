@@ -185,6 +185,26 @@ def _request_id(data: Any) -> int | None:
     return None
 
 
+def control_request_id(part: Part) -> int | None:
+    """The request's ``id`` if the part is a msgpack map holding a valid one, else None; never
+    raises and validates nothing else (the cheap read behind a "busy" refusal)."""
+    try:
+        return _request_id(_unpack_header(part))
+    except ProtocolError:
+        return None
+
+
+BUSY = "busy"
+
+
+def busy_reply(request_id: int | None, rate_per_s: float) -> ControlReply:
+    """The reply to a request over the daemon's control rate limit: not read, not carried out."""
+    return ControlReply(
+        id=request_id if request_id is not None else 0, ok=False,
+        error=f"{BUSY}: more than {rate_per_s:g} control requests per second; not carried out, retry later",
+    )
+
+
 def refusal_reply(exc: ProtocolError) -> ControlReply:
     """The reply to a control request that could not be read: ``ok`` false, the reason, and the
     request's own id when it had a valid one (0 only when it had none)."""

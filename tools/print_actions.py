@@ -39,8 +39,9 @@ def format_message(message: Action | Event | Status) -> str:
     latency = message.latency_us
     return (
         f"status {message.state} backend={message.backend} uptime={message.uptime_s:.0f}s "
-        f"p50={latency.get('p50', float('nan')):.0f}us p99={latency.get('p99', float('nan')):.0f}us "
-        f"{message.counters}"
+        f"p50={latency.get('p50_us', float('nan')):.0f}us p99={latency.get('p99_us', float('nan')):.0f}us "
+        + (f"age p99={latency['age_p99_us']:.0f}us " if "age_p99_us" in latency else "")
+        + f"{message.counters}"
     )
 
 

@@ -14,6 +14,7 @@ from protocols.client import (
     ActionSubscriber,
     AsyncActionSubscriber,
     AsyncControlClient,
+    ControlBusy,
     ControlClient,
     ControlError,
     FramePublisher,
@@ -148,6 +149,7 @@ def control_server(zmq_context, bind_random):
         "ping": ControlReply(id=0, ok=True, data={"pong": True}),
         "reload": ControlReply(id=0, ok=False, error="bundle checksum mismatch"),
         "pause": None,
+        "resume": codec.busy_reply(None, 200.0),
         "status": ControlReply(id=0, ok=True, data={"state": "running"}),
     }
     thread = threading.Thread(target=_serve_control, args=(router, stop, answers), daemon=True)
@@ -163,6 +165,11 @@ def test_control_client_request_refusal_and_timeout(control_server, zmq_context)
         assert client.request("ping").data == {"pong": True}
         with pytest.raises(ControlError, match="checksum mismatch"):
             client.request("reload", bundle="/tmp/b")
+        with pytest.raises(ControlBusy, match="busy: more than 200 control requests per second"):
+            client.request("resume")
+        with pytest.raises(ControlError) as refused:
+            client.request("reload", bundle="/tmp/b")
+        assert not isinstance(refused.value, ControlBusy)
         with pytest.raises(TimeoutError):
             client.request("pause", timeout=0.1)
         # The socket is not wedged by the unanswered request.

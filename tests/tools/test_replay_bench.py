@@ -20,7 +20,7 @@ from tools.bench.results import assemble_result, format_markdown, overhead_ratio
 
 ISSUE_KEYS = {"daemon", "end_to_end", "bare_floor", "transport_floor", "inference_floor", "naive_baseline",
               "overhead_ratio", "overhead_ratio_p50", "overhead_ratio_p99", "frames", "sustained_fps", "accuracy",
-              "backend", "machine"}
+              "backend", "machine", "overload"}
 
 
 def fake_rate_limit(limit: float):  # type: ignore[no-untyped-def]
@@ -107,6 +107,33 @@ def test_targets_say_met_or_by_how_much_they_are_missed() -> None:
     assert "`actionloop replay-bench --frames 10`" in md
 
 
+def test_overload_steps_count_decisions_with_a_class_and_the_age_of_the_decided_frame() -> None:
+    from tools.bench.overload import format_overload, run_overload
+
+    def replay_at(rate: float, n: int) -> tuple[ReplayLog, dict]:
+        """n frames 1 ms apart; every 4th decided and published 0.5 ms after it was sent; the
+        first two actions fill the window."""
+        sent_ns = np.arange(n, dtype=np.int64) * 1_000_000
+        decided = np.arange(3, n, 4)
+        pub = sent_ns[decided] + 500_000
+        index = np.where(np.arange(len(decided)) < 2, -1, 1)
+        log = ReplayLog(sent_seq=np.arange(n) + 50, sent_ns=sent_ns, action_seq=decided + 50, received_ns=pub + 1,
+                        daemon_recv_ns=pub - 1, daemon_pub_ns=pub, action_index=index,
+                        action_skipped=np.full(len(decided), 3))
+        return log, {"skipped": 3 * len(decided), "lost": 0, "window_resets": 1, "daemon_age_p99_us": 2400.0}
+
+    steps = run_overload(replay_at, 100.0, (2.0, 10.0), step_s=2.0, min_frames=300, max_frames=1000)
+    assert [(s["factor"], s["rate_fps"], s["frames_sent"]) for s in steps] == [(2.0, 200.0, 400), (10.0, 1000.0, 1000)]
+    first = steps[0]
+    assert first["actions"] == 100 and first["with_class"] == pytest.approx(0.98) and first["degraded"] == 1.0
+    assert first["achieved_fps"] == pytest.approx(1000.0) and first["achieved_factor"] == pytest.approx(10.0)
+    assert first["age_us"]["p50_us"] == pytest.approx(500.0) and first["age_us"]["max_us"] == pytest.approx(500.0)
+    md = "\n".join(format_overload(steps, 100.0, "given"))
+    assert "| 2x = 200 fps | 400 (1000 fps, 10x) | 250.6 | 98.0 % | 100.0 % | 300 | 0 | 1 | 0.50 ms | 0.50 ms | 0.50 ms | 2.40 ms |" in md
+    with pytest.raises(ValueError):
+        run_overload(replay_at, 0.0, (2.0,), step_s=1.0)
+
+
 def test_the_ramp_says_why_it_stopped() -> None:
     from tools.bench.ramp import explain_ramp
 
@@ -162,7 +189,8 @@ def test_cli_refuses_bad_arguments_before_doing_any_work(tmp_path: Path) -> None
     parser = argparse.ArgumentParser()
     replay_bench.configure(parser)
     for argv in (["--frames", "0"], ["--rate", "-1"], ["--bundle", str(tmp_path / "none")],
-                 ["--floor-frames", "0"], ["--realtime", "0"], ["--realtime", "100"]):
+                 ["--floor-frames", "0"], ["--realtime", "0"], ["--realtime", "100"],
+                 ["--overload-factors", "2,x"], ["--overload-factors", "0"], ["--overload-base-fps", "-1"]):
         args = parser.parse_args([*argv, "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "l.json")])
         assert replay_bench.run(args) == 2
     assert not (tmp_path / "w").exists() and not (tmp_path / "l.json").exists()
@@ -185,7 +213,7 @@ def test_the_whole_benchmark_on_a_tiny_model(tmp_path: Path) -> None:
     settings = replay_bench.BenchSettings(
         out=tmp_path / "bench" / "latency.json", work_dir=tmp_path / "work", bundle=tmp_path / "bundle",
         frames=120, naive_frames=40, rate_fps=60.0, frame_shape=(32, 32), ramp_step_s=0.5, ramp_max_fps=240,
-        progress=False, command="test",
+        overload_step_s=0.5, progress=False, command="test",
     )
     result = replay_bench.run_benchmark(settings)
     assert set(result) == ISSUE_KEYS
@@ -193,6 +221,8 @@ def test_the_whole_benchmark_on_a_tiny_model(tmp_path: Path) -> None:
     assert result["frames"]["decoded"] + result["frames"]["skipped"] + result["frames"]["lost"] == 120
     assert result["accuracy"] is not None  # the simulated recording has labels
     assert result["naive_baseline"]["p50_us"] is not None
+    steps = result["overload"]["steps"]
+    assert [s["factor"] for s in steps] == [2.0, 10.0, 100.0] and all(s["actions"] > 0 for s in steps)
     assert json.loads(settings.out.read_text()) == result
     details = json.loads((settings.out.parent / "latency-details.json").read_text())
     assert details["ramp"] and details["daemon_exit_code"] == 0

@@ -14,7 +14,9 @@ receives and stamps, an absolute-deadline pacer):
 5. inference floor: the backend alone on the same frames, in this process (tools/bench/inference.py);
 6. the daemon: the REAL daemon process (`python -m decoder`) on TCP loopback at 30 frames/s;
 7. a naive baseline: the same daemon with whole-window PyTorch inference per frame;
-8. throughput: rates raised step by step until the daemon skips (tools/bench/ramp.py).
+8. throughput: rates raised step by step until the daemon skips (tools/bench/ramp.py);
+9. overload: the same daemon at 2x, 10x and 100x the rate it sustained (tools/bench/overload.py):
+   the fraction of actions that carry a class and the age of the decided frame.
 
 Writes `--out` (bench/latency.json), a `.md` table and a `.png` next to it, and
 `*-details.json` with everything else measured (per-step ramp results, pacing, logs).
@@ -39,6 +41,7 @@ import structlog
 
 from tools.bench.frames import ReplayData, chain, load_replay_data
 from tools.bench.inputs import prepare_bundle, prepare_heldout
+from tools.bench.overload import FACTORS, run_overload
 from tools.bench.pacing import RateSpec
 from tools.bench.processes import (
     BenchError,
@@ -53,6 +56,7 @@ from tools.bench.replay import ReplayOptions, replay
 from tools.bench.report import (
     LatencyReport,
     LatencyStats,
+    ReplayLog,
     build_report,
     format_latency_table,
     latency_breakdown,
@@ -88,6 +92,10 @@ class BenchSettings:
     ramp_max_fps: float = 8000.0
     ramp_refine: int = 2
     naive: bool = True
+    overload: bool = True
+    overload_factors: tuple[float, ...] = FACTORS
+    overload_step_s: float = 2.0
+    overload_base_fps: float | None = None  # None: the ramp's sustained rate
     realtime_priority: int | None = None  # SCHED_FIFO priority for every measured process
     progress: bool = True
     command: str = ""
@@ -107,6 +115,7 @@ class RunResult:
     daemon_counters: dict[str, int] | None = None  # its counters' change over the run
     breakdown: dict[str, LatencyStats] = dataclasses.field(default_factory=dict)  # hop by hop
     send_bursts: int = 0  # frames the replay sent less than half a frame interval after the previous one
+    log: ReplayLog | None = dataclasses.field(default=None, repr=False)  # the raw stamps
 
 
 def daemon_status(control_endpoint: str, timeout_s: float = 10.0) -> dict[str, Any]:
@@ -169,7 +178,7 @@ def replay_through(process: ManagedProcess, name: str, data: ReplayData, endpoin
     gaps = np.diff(result.sent_ns)
     bursts = int(np.count_nonzero(gaps < 0.5 * np.median(gaps))) if len(gaps) > 1 else 0
     return RunResult(name, report, str(rate), achieved, late_p99, seconds, after, counters,
-                     latency_breakdown(result), bursts)
+                     latency_breakdown(result), bursts, result)
 
 
 INFERENCE_POOL_FRAMES = 512  # distinct recorded frames held in memory for the inference floor
@@ -274,8 +283,9 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
         log.info("inference alone at the replay rate", **_rounded(inference_info["paced"]))
     details["inference"] = _json_safe(inference_info)
 
-    # 3. The daemon, then the throughput ramp on the same process.
+    # 3. The daemon, then the throughput ramp and the overload steps on the same process.
     endpoints = loopback_endpoints()
+    overload: dict[str, Any] | None = None
     ramp_steps: list[dict[str, Any]] = []
     sustained: float | None = None
     with start_daemon(bundle_path, endpoints, settings.backend, "streaming", settings.threads,
@@ -313,6 +323,9 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
             sustained, ramp_steps = find_sustained_rate(
                 run_at, ramp_rates(settings.rate_fps, settings.ramp_max_fps), settings.ramp_refine)
             details["ramp_note"] = explain_ramp(ramp_steps, sustained, settings.ramp_max_fps)
+        if settings.overload:
+            overload = _overload(settings, daemon, main_data, endpoints, sustained,
+                                 int(main_data.seq[-1]) + 10**9)  # type: ignore[index]
     details["daemon_exit_code"] = daemon.returncode
     details["ramp"] = ramp_steps
 
@@ -339,7 +352,8 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     machine["load_average_after"] = details["load_after"]
     result = assemble_result(daemon=main.report, bare=bare.report.end_to_end, transport=transport.report.end_to_end,
                              inference=inference_stats,
-                             naive=naive_stats, sustained_fps=sustained, backend=settings.backend, machine=machine)
+                             naive=naive_stats, sustained_fps=sustained, backend=settings.backend, machine=machine,
+                             overload=overload)
     details["targets"] = target_checks(result, details.get("ramp_note"))
     details["runs"] = {
         run.name: {"rate": run.rate, "achieved_fps": round(run.achieved_fps, 2), "seconds": round(run.seconds, 1),
@@ -364,6 +378,39 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     plot_latency(series, out.with_suffix(".png"),
                  title=f"{details['frame']} at {settings.rate_fps:g} frames/s, backend {settings.backend}")
     return result
+
+
+def _overload(settings: BenchSettings, daemon: ManagedProcess, data: ReplayData, endpoints: Mapping[str, str],
+              sustained: float | None, first_seq: int) -> dict[str, Any] | None:
+    """The overload steps at `overload_factors` x the sustained rate (the ramp's, unless given)."""
+    if settings.overload_base_fps is not None:
+        base, how = settings.overload_base_fps, "given with --overload-base-fps"
+    elif sustained is not None:
+        base, how = sustained, "found by the ramp in this run"
+    else:
+        log.warning("overload steps skipped: no sustained rate (run the ramp or give --overload-base-fps)")
+        return None
+    next_seq = [first_seq]
+
+    def replay_at(rate: float, n: int) -> tuple[ReplayLog, dict[str, Any]]:
+        step = replay_through(daemon, f"overload-{rate:g}", cycled(data, n), endpoints, RateSpec("fps", rate),
+                              start_seq=next_seq[0], progress=False, control=True)
+        next_seq[0] += n + 10_000
+        assert step.log is not None
+        counters = step.daemon_counters or {}
+        own = (step.daemon_status or {}).get("latency_us", {})
+        # Lost: sent, neither decoded nor skipped by the daemon (its counter of sequence holes
+        # would also count the jump between steps).
+        f = step.report.frames
+        numbers = {"skipped": f.skipped, "lost": f.lost,
+                   "window_resets": counters.get("window_resets"), "daemon_age_p99_us": own.get("age_p99_us"),
+                   "daemon_p99_us": own.get("p99_us"), "publisher_late_p99_us": step.pacing_late_p99_us}
+        log.info("overload step", rate_fps=rate, frames=n, achieved_fps=round(step.achieved_fps, 1),
+                 skipped=numbers["skipped"], lost=numbers["lost"])
+        return step.log, numbers
+
+    steps = run_overload(replay_at, base, settings.overload_factors, settings.overload_step_s)
+    return {"base_fps": base, "base_how": how, "step_s": settings.overload_step_s, "steps": steps}
 
 
 def _check_daemon_runs(run: RunResult, backend: str, mode: str) -> None:
@@ -398,6 +445,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ramp-max-fps", type=float, default=d.ramp_max_fps, help="highest rate the ramp tries")
     parser.add_argument("--no-ramp", action="store_true", help="skip the throughput ramp")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    parser.add_argument("--no-overload", action="store_true", help="skip the overload steps")
+    parser.add_argument("--overload-base-fps", type=float, default=None,
+                        help="the sustained rate the overload factors multiply (default: the ramp's)")
+    parser.add_argument("--overload-factors", default=",".join(f"{f:g}" for f in d.overload_factors),
+                        help="comma-separated multiples of the sustained rate (default 2,10,100)")
+    parser.add_argument("--overload-step-seconds", type=float, default=d.overload_step_s,
+                        help="duration of each overload step")
     parser.add_argument("--realtime", type=int, default=None, metavar="PRIORITY",
                         help="run the daemon, the echo and the replay with SCHED_FIFO at this priority (1-99), "
                              "as deploy/ suggests for a tuned rig; needs CAP_SYS_NICE")
@@ -414,6 +468,14 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         raise ValueError("--rate, --ramp-max-fps and --ramp-step-seconds must be > 0")
     if args.realtime is not None and not 1 <= args.realtime <= 99:
         raise ValueError("--realtime must be a priority between 1 and 99")
+    try:
+        factors = tuple(float(f) for f in str(args.overload_factors).split(","))
+    except ValueError:
+        raise ValueError("--overload-factors must be numbers separated by commas, e.g. 2,10,100") from None
+    if not all(f > 0 for f in factors) or not args.overload_step_seconds > 0:
+        raise ValueError("--overload-factors and --overload-step-seconds must be > 0")
+    if args.overload_base_fps is not None and not args.overload_base_fps > 0:
+        raise ValueError("--overload-base-fps must be > 0")
     for name in ("data", "bundle"):
         path = getattr(args, name)
         if path is not None and not path.exists():
@@ -423,6 +485,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         floor_frames=args.floor_frames, naive_frames=args.naive_frames, rate_fps=args.rate, backend=args.backend,
         threads=args.threads, seed=args.seed, train_steps=args.train_steps, ramp=not args.no_ramp,
         ramp_step_s=args.ramp_step_seconds, ramp_max_fps=args.ramp_max_fps, naive=not args.no_naive,
+        overload=not args.no_overload, overload_factors=factors, overload_step_s=args.overload_step_seconds,
+        overload_base_fps=args.overload_base_fps,
         realtime_priority=args.realtime,
         progress=not args.no_progress, command=_command_line(),
     )

@@ -139,6 +139,7 @@ def replay(
         class_names=data.class_names if data.labels is not None else (),
         pacing_late_ns=late if offsets is not None else None,
         daemon_done_ns=rows[:, 7],
+        action_skipped=rows[:, 5],
     )
 
 

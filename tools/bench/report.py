@@ -79,6 +79,8 @@ class ReplayLog:
     pacing_late_ns: np.ndarray | None = None
     # The daemon's "inference done" stamp per action, for the breakdown of its share (optional).
     daemon_done_ns: np.ndarray | None = None
+    # Each action's `skipped` (frames not decoded since the previous action; optional).
+    action_skipped: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if len(self.sent_seq) != len(self.sent_ns):
@@ -86,7 +88,8 @@ class ReplayLog:
                 f"sent_seq has {len(self.sent_seq)} entries but sent_ns has {len(self.sent_ns)}"
             )
         n_actions = len(self.action_seq)
-        for name in ("received_ns", "daemon_recv_ns", "daemon_pub_ns", "action_index", "daemon_done_ns"):
+        for name in ("received_ns", "daemon_recv_ns", "daemon_pub_ns", "action_index", "daemon_done_ns",
+                     "action_skipped"):
             if getattr(self, name) is not None and len(getattr(self, name)) != n_actions:
                 raise ValueError(
                     f"{name} has {len(getattr(self, name))} entries but action_seq has {n_actions}"

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from tools.bench.overload import format_overload
 from tools.bench.report import STAT_KEYS, LatencyReport, LatencyStats
 
 
@@ -80,7 +81,7 @@ def _round(value: float | None, digits: int = 3) -> float | None:
 
 def assemble_result(*, daemon: LatencyReport, bare: LatencyStats, transport: LatencyStats, inference: LatencyStats,
                     naive: LatencyStats | None, sustained_fps: float | None, backend: str,
-                    machine: Mapping[str, Any]) -> dict[str, Any]:
+                    machine: Mapping[str, Any], overload: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """bench/latency.json: the earlier keys (overhead_ratio is now the p50 ratio against the bare
     floor) plus bare_floor and the p50/p99 overhead ratios."""
     ratio_p50 = overhead_ratio(daemon.end_to_end, bare, inference, "p50_us")
@@ -100,6 +101,7 @@ def assemble_result(*, daemon: LatencyReport, bare: LatencyStats, transport: Lat
         "accuracy": None if daemon.accuracy is None else round(daemon.accuracy, 4),
         "backend": backend,
         "machine": dict(machine),
+        "overload": None if overload is None else _json_safe(overload),
     }
 
 
@@ -220,6 +222,9 @@ def format_markdown(result: Mapping[str, Any], details: Mapping[str, Any]) -> st
                   "| hop | p50 | p90 | p99 | p99.9 | max |", "|---|---:|---:|---:|---:|---:|"]
         for name, stats in breakdown.items():
             lines.append(f"| {name} | " + " | ".join(_ms(stats.get(k)) for k in STAT_KEYS) + " |")
+    overload = result.get("overload")
+    if overload:
+        lines += ["", *format_overload(overload["steps"], overload["base_fps"], overload["base_how"])]
     lines += ["", f"Command: `{details['settings']['command']}`", ""]
     return "\n".join(lines)
 

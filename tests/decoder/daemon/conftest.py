@@ -10,7 +10,12 @@ or its inference thread behind.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -31,7 +36,8 @@ from protocols.messages import Action, Event, Status
 FRAME_SHAPE = (32, 32)
 WINDOW = 4
 FRAME_RATE_HZ = 30.0
-SERVICE_TASKS = {"hot-path", "heartbeat", "health", "summary", "control", "supervise", "control-reload"}
+SERVICE_TASKS = {"hot-path", "heartbeat", "health", "summary", "control", "supervise", "control-reload",
+                 "handshake-monitor"}
 
 
 def _export(out: Path, seed: int, frame_dtype: str) -> Path:
@@ -248,6 +254,96 @@ async def start_service(
     assert not leftover, f"service tasks left running: {leftover}"
     alive = [t.name for t in threading.enumerate() if t.name == "hot-path"]
     assert not alive, "hot-path thread left running"
+
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
+
+
+class DaemonProcess:
+    """``python -m decoder`` as its own process, its JSON log lines read on a thread."""
+
+    def __init__(self, config: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "decoder", "--config", str(config)], cwd=REPO, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, text=True, env=dict(os.environ),
+        )
+        self.lines: list[dict[str, Any]] = []
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            try:
+                self.lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                self.lines.append({"event": raw.rstrip()})
+            if self.lines[-1].get("event") == "ready":
+                self._ready.set()
+        self._ready.set()
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, str]:
+        """The endpoints from the daemon's "ready" line."""
+        assert self._ready.wait(timeout) and self.proc.poll() is None, self.lines[-5:]
+        ready = next(line for line in self.lines if line.get("event") == "ready")
+        return {k: ready[k] for k in ("frames", "actions", "control")}
+
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        return [line for line in self.lines if line.get("event") == event]
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then the exit code (killed if it does not stop in time)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def daemon_process(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """``daemon_process(bundle, frames_endpoint, **sections) -> DaemonProcess`` (not yet ready:
+    call ``wait_ready()``); the daemon's own process, stopped with SIGTERM after the test."""
+    started: list[DaemonProcess] = []
+
+    def start(bundle: Path, frames: str, **sections: dict[str, Any]) -> DaemonProcess:
+        config: dict[str, dict[str, Any]] = {
+            "model": {"bundle": bundle},
+            "sockets": {"frames": frames, "actions": "tcp://127.0.0.1:*", "control": "tcp://127.0.0.1:*"},
+            "backend": {"name": "onnxruntime", "warmup_frames": 2},
+            "policy": {"heartbeat_interval_s": 0.05},
+            "decision_log": {"path": tmp_path / f"decisions-{len(started)}.msgpack"},
+            "logging": {"format": "json", "summary_interval_s": 1.0},
+        }
+        for name, values in sections.items():
+            config[name] = {**config.get(name, {}), **values}
+        path = tmp_path / f"decoder-{len(started)}.toml"
+        path.write_text("".join(
+            f"[{name}]\n" + "".join(f"{key} = {_toml_value(value)}\n" for key, value in values.items())
+            for name, values in config.items()
+        ))
+        daemon = DaemonProcess(path)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()
 
 
 class Kit:

@@ -304,3 +304,55 @@ async def test_memory_held_by_the_daemon_does_not_grow_with_frames(start_service
         tracemalloc.stop()
     growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
     assert growth < 32 * 1024, [str(s) for s in after.compare_to(before, "lineno")[:5]]
+
+
+async def test_frame_age_shows_time_spent_in_the_socket_queue_that_the_daemons_own_latency_cannot(
+    start_service: Any, daemon_bundle: Path, kit: Any
+) -> None:
+    """The hot thread held up for 0.3 s between two frames (as a slow mailbox call or a stalled
+    CPU would): the frames that queued meanwhile are decided 0.28 s after their publisher sent
+    them. The daemon's receive -> publish stays short; the age from the frame's t_pub_ns (same
+    host: a loopback endpoint, so frames_clock auto means shared) shows the wait."""
+    h = await start_service(daemon_bundle)
+    await h.lockstep(kit.frames_for(kit.WINDOW))
+    quiet = (await h.control.request("status")).data
+    assert quiet["frames_clock"] == "shared"
+    assert quiet["latency_us"]["age_max_us"] < 250_000  # lockstep: nothing waited
+    busy = h.service.thread.submit(time.sleep, 0.3)
+    await asyncio.sleep(0.02)  # the hot thread is inside the call
+    for i, frame in enumerate(kit.frames_for(5, seed=1)):
+        h.publisher.publish(frame, seq=kit.WINDOW + i)
+    await busy
+    await h.drain(quiet_s=0.3)
+    latency = (await h.control.request("status")).data["latency_us"]
+    assert latency["age_max_us"] >= 280_000 * 0.99, latency
+    assert latency["max_us"] < 100_000, latency  # what the daemon's own numbers alone would say
+    assert latency["age_p50_us"] <= latency["age_p99_us"] <= latency["age_max_us"]
+
+
+async def test_frame_age_is_not_reported_when_the_publisher_clock_is_separate_or_runs_ahead(
+    start_service: Any, daemon_bundle: Path, kit: Any
+) -> None:
+    from protocols.codec import encode_frame, make_frame_header
+    from protocols.messages import FrameHeader
+
+    h = await start_service(daemon_bundle, sockets={"frames_clock": "separate"})
+    await h.lockstep(kit.frames_for(2))
+    status = (await h.control.request("status")).data
+    assert status["frames_clock"] == "separate"
+    assert not any(k.startswith("age_") for k in status["latency_us"])
+
+    h2 = await start_service(daemon_bundle, sockets={"frames_clock": "shared"})
+    frame = kit.frames_for(1)[0]
+    header = make_frame_header(frame, 0)
+    wire = header.to_wire()
+    wire["t_pub_ns"] = header.t_pub_ns + 10**12  # 1000 s ahead of this host's clock
+    h2.publisher.socket.send_multipart(encode_frame(FrameHeader.from_wire(wire), frame), copy=False)
+    await h2.next_action()
+    for _ in range(100):  # counted just after the action goes out
+        status = (await h2.control.request("status")).data
+        if status["counters"]["frames_age_negative"]:
+            break
+        await asyncio.sleep(0.01)
+    assert status["counters"]["frames_age_negative"] == 1
+    assert "age_max_us" not in status["latency_us"]  # not recorded as an age
