@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,3 +102,28 @@ def write_small_trial(path: Path, n: int = 40, shape: tuple[int, int] = (16, 16)
         labels=(np.arange(n_pose) // 10) % len(ACTION_NAMES),
         class_names=ACTION_NAMES,
     )
+
+
+@pytest.fixture
+def scanimage_writer() -> object:
+    """A factory writing TIFF pages laid out as ScanImage writes them (tifffile reads the file as
+    ScanImage's): channels interleaved, SI settings in Software, frameTimestamps_sec in each
+    description; ``period_s`` between frames, as an acquisition paces them."""
+    return write_scanimage
+
+
+def write_scanimage(path: Path, frames: np.ndarray, rate_hz: float, period_s: float = 0.0) -> None:
+    import tifffile
+
+    n, channels = frames.shape[:2]
+    saved = "[" + ";".join(str(c + 1) for c in range(channels)) + "]" if channels > 1 else "1"
+    software = f"SI.LINE_FORMAT_VERSION = 1\nSI.VERSION_MAJOR = '2021'\nSI.hChannels.channelSave = {saved}\n"
+    with tifffile.TiffWriter(path) as tw:
+        for i in range(n):
+            for c in range(channels):
+                description = (f"frameNumbers = {i + 1}\nacquisitionNumbers = 1\nframeNumberAcquisition = {i + 1}\n"
+                               f"frameTimestamps_sec = {i / rate_hz:.6f}\nacqTriggerTimestamps_sec = \n"
+                               "endOfAcquisition = 0\nepoch = [2026 12 2 16 0 0.5]\nauxTrigger0 = []\n")
+                tw.write(frames[i, c], software=software, description=description, metadata=None)
+            if period_s:
+                time.sleep(period_s)

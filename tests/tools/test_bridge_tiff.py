@@ -276,28 +276,12 @@ def test_files_present_at_start_are_skipped_unless_asked_and_read_in_numeric_ord
 # --- time and channels ----------------------------------------------------------------------
 
 
-def write_scanimage(path: Path, frames: np.ndarray, rate_hz: float, period_s: float) -> None:
-    """Pages laid out as ScanImage writes them (tifffile reads the file as ScanImage's):
-    channels interleaved, SI settings in Software, frameTimestamps_sec in each description."""
-    n, channels = frames.shape[:2]
-    saved = "[" + ";".join(str(c + 1) for c in range(channels)) + "]"
-    software = f"SI.LINE_FORMAT_VERSION = 1\nSI.VERSION_MAJOR = '2021'\nSI.hChannels.channelSave = {saved}\n"
-    with tifffile.TiffWriter(path) as tw:
-        for i in range(n):
-            for c in range(channels):
-                description = (f"frameNumbers = {i + 1}\nacquisitionNumbers = 1\nframeNumberAcquisition = {i + 1}\n"
-                               f"frameTimestamps_sec = {i / rate_hz:.6f}\nacqTriggerTimestamps_sec = \n"
-                               "endOfAcquisition = 0\nepoch = [2026 12 2 16 0 0.5]\nauxTrigger0 = []\n")
-                tw.write(frames[i, c], software=software, description=description, metadata=None)
-            time.sleep(period_s)
-
-
-def test_scanimage_timestamps_and_channel_selection(tmp_path: Path, bridge: Any) -> None:
+def test_scanimage_timestamps_and_channel_selection(tmp_path: Path, bridge: Any, scanimage_writer: Any) -> None:
     running = bridge(tmp_path, rate_hz=None, channel=1)  # no --rate: ScanImage's own frame times
     rate = 50.0
     stack = np.random.default_rng(5).integers(0, 4000, size=(30, 2, 8, 6), dtype=np.uint16)
     path = tmp_path / "si_00001_00001.tif"
-    in_thread(write_scanimage, path, stack, rate, 1 / rate).join(30)
+    in_thread(scanimage_writer, path, stack, rate, 1 / rate).join(30)
     received = running.wait_for(30)
     with tifffile.TiffFile(path) as tif:
         assert tif.is_scanimage
@@ -374,14 +358,14 @@ def test_bad_files_are_logged_and_skipped_and_the_bridge_carries_on(tmp_path: Pa
     assert running.follower.counters.refused_frames == 1
 
 
-def test_settings_a_file_does_not_fit_are_named(tmp_path: Path, bridge: Any) -> None:
+def test_settings_a_file_does_not_fit_are_named(tmp_path: Path, bridge: Any, scanimage_writer: Any) -> None:
     with capture_logs() as logs:
         (tmp_path / "plain").mkdir()
         no_rate = bridge(tmp_path / "plain", rate_hz=None)
         tifffile.imwrite(tmp_path / "plain" / "f.tif", frames_of(2), metadata=None)
         (tmp_path / "si").mkdir()
         no_channel = bridge(tmp_path / "si", rate_hz=None)
-        write_scanimage(tmp_path / "si" / "s.tif", np.zeros((2, 2, 4, 4), np.uint16), 30.0, 0.0)
+        scanimage_writer(tmp_path / "si" / "s.tif", np.zeros((2, 2, 4, 4), np.uint16), 30.0)
         time.sleep(0.3)
     assert no_rate.received == [] and no_channel.received == []
     reasons = {Path(e["path"]).name: e["reason"] for e in logs if e["event"].startswith("skipping file")}

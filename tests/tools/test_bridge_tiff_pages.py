@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -174,24 +175,10 @@ def test_acquisition_clock_bounds_by_the_fastest_frame_and_restarts() -> None:
     assert clock.restarts == 1
 
 
-def scanimage_page_file(path: Path, n: int, channels: int, rate_hz: float) -> np.ndarray:
-    """A TIFF laid out as ScanImage writes it: SI settings in Software, per-frame data in the description."""
-    saved = "[" + ";".join(str(c + 1) for c in range(channels)) + "]" if channels > 1 else "1"
-    software = f"SI.LINE_FORMAT_VERSION = 1\nSI.VERSION_MAJOR = '2021'\nSI.hChannels.channelSave = {saved}\n"
-    frames = np.random.default_rng(1).integers(0, 4000, size=(n, channels, 6, 8), dtype=np.uint16)
-    with tifffile.TiffWriter(path) as tw:
-        for i in range(n):
-            for c in range(channels):
-                description = (f"frameNumbers = {i + 1}\nacquisitionNumbers = 1\nframeNumberAcquisition = {i + 1}\n"
-                               f"frameTimestamps_sec = {i / rate_hz:.6f}\nacqTriggerTimestamps_sec = \n"
-                               "endOfAcquisition = 0\nepoch = [2026 12 2 16 0 0.5]\nauxTrigger0 = []\n")
-                tw.write(frames[i, c], software=software, description=description, metadata=None)
-    return frames
-
-
-def test_scanimage_metadata_is_read_as_tifffile_reads_it(tmp_path: Path) -> None:
+def test_scanimage_metadata_is_read_as_tifffile_reads_it(tmp_path: Path, scanimage_writer: Any) -> None:
     path = tmp_path / "si_00001.tif"
-    scanimage_page_file(path, n=3, channels=2, rate_hz=30.0)
+    frames = np.random.default_rng(1).integers(0, 4000, size=(3, 2, 6, 8), dtype=np.uint16)
+    scanimage_writer(path, frames, rate_hz=30.0)
     with tifffile.TiffFile(path) as tif:
         assert tif.is_scanimage  # tifffile takes this file for ScanImage's
     found = [(declared_channels(page), scanimage_timestamp_s(page)) for _, page in TiffTail(path).read_new()]
