@@ -522,12 +522,15 @@ def _load_state(path: Path, cfg: TrainConfig, fingerprint: str, objective: Objec
     return int(state["epoch"]), list(state["history"])
 
 
+def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
 def _projection_of(objective: Objective) -> dict[str, Any] | None:
     head = getattr(objective, "proj_neural", None)
     if head is None:
         return None
-    return {"model_name": "projection", "model_args": dict(head.model_args),
-            "state_dict": {k: v.detach().cpu() for k, v in head.state_dict().items()}}
+    return {"model_name": "projection", "model_args": dict(head.model_args), "state_dict": _cpu_state(head)}
 
 
 def _finish(cfg: TrainConfig, table: FrameTable, objective: Objective, device: torch.device,
@@ -558,7 +561,7 @@ def _finish(cfg: TrainConfig, table: FrameTable, objective: Objective, device: t
     ckpt = {
         "model_name": encoder.registry_name,  # type: ignore[attr-defined]
         "model_args": encoder.model_args,
-        "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "state_dict": _cpu_state(encoder),
         "head": {"weight": torch.from_numpy(head["weight"]), "bias": torch.from_numpy(head["bias"])},
         "class_names": list(table.class_names),
         "window": encoder.window,
