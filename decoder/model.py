@@ -25,6 +25,7 @@ class WindowDecoder(Protocol):
     """What the pipeline pushes frames into: StreamingDecoder, or WholeWindowDecoder."""
 
     fill: int
+    last_embedding: np.ndarray | None  # of the last decision (the backend's buffer, valid until the next push)
 
     def push(self, frame: np.ndarray) -> np.ndarray | None: ...
 
@@ -44,6 +45,7 @@ class WholeWindowDecoder:
         self._ordered = np.zeros_like(self._ring)
         self._next = 0
         self.fill = 0
+        self.last_embedding: np.ndarray | None = None
 
     def push(self, frame: np.ndarray) -> np.ndarray | None:
         self._ring[self._next] = frame
@@ -55,12 +57,13 @@ class WholeWindowDecoder:
         head = self._window - self._next
         self._ordered[:head] = self._ring[self._next :]
         self._ordered[head:] = self._ring[: self._next]
-        _, probabilities = self._backend.infer_whole_window(self._ordered)
+        self.last_embedding, probabilities = self._backend.infer_whole_window(self._ordered)
         return probabilities
 
     def reset(self) -> None:
         self._next = 0
         self.fill = 0
+        self.last_embedding = None
 
 
 @dataclass
@@ -150,12 +153,27 @@ def load_model(bundle_path: Path, settings: BackendSettings) -> LoadedModel:
         else:
             decoder = WholeWindowDecoder(backend, bundle.window, bundle.frame_shape, bundle.frame_dtype)
         _warm_window(decoder, bundle, settings.warmup_frames)
-        describe = dict(backend.describe(), choice=choice.as_dict())
+        centred = bundle.adaptation is not None and settings.online_centring
+        if centred:
+            decoder = _online_centred(decoder, backend, bundle)
+        describe = dict(backend.describe(), choice=choice.as_dict(), online_centring=centred)
     except BaseException:
         backend.close()
         raise
     seconds = time.perf_counter() - started
     return LoadedModel(bundle, backend, decoder, settings.mode, seconds, describe, choice.as_dict())
+
+
+def _online_centred(decoder: WindowDecoder, backend: Any, bundle: Bundle) -> WindowDecoder:
+    """`decoder` wrapped in the bundle's online centring, once its head is shown to be the
+    graph's own (on random features: HeadMismatch otherwise)."""
+    from decoder.adaptation import OnlineCentredDecoder, check_head
+
+    assert bundle.adaptation is not None
+    features = np.random.default_rng(0).standard_normal((bundle.window, bundle.feature_dim)).astype(np.float32)
+    embedding, probabilities = backend.decode_window(features)
+    check_head(bundle.adaptation, embedding, probabilities)
+    return OnlineCentredDecoder(decoder, bundle.adaptation)
 
 
 def _warm_window(decoder: WindowDecoder, bundle: Bundle, frames: int) -> None:

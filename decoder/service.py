@@ -313,8 +313,15 @@ class DecoderService:
             "endpoints": dict(self.endpoints),
             "inference_stalled_s": round(self.thread.stalled_for_s(), 3),
             "decision_log": self._decision_log_report(),
+            "online_centring": self._online_centring_report(model),
             "pid": os.getpid(),
         }
+
+    @staticmethod
+    def _online_centring_report(model: LoadedModel) -> dict[str, Any]:
+        # read from the event loop while the hot thread updates it: a snapshot, approximate at worst
+        state = getattr(model.decoder, "state", None)
+        return {"enabled": True, **state()} if state is not None else {"enabled": False}
 
     def _decision_log_report(self) -> dict[str, Any]:
         writer = self._decision_log

@@ -95,6 +95,11 @@ class BackendSettings(_Section):
         "window per frame (a baseline for benchmarks only)",
     )
     warmup_frames: int = Field(50, ge=0, description="inferences run before reporting ready")
+    online_centring: bool = Field(
+        True,
+        description="apply the bundle's online centring (adaptation.json: keep re-centring the embedding on the "
+        "animal's running mean while decoding); false: the calibration's centring alone",
+    )
 
 
 class ModelSettings(_Section):

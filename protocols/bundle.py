@@ -8,6 +8,7 @@ Layout (docs/contracts.md, "Model bundle")::
       temporal.onnx          features  (1, W, F) float32    -> embedding (1, D), probabilities (1, C)
       whole_window.onnx      frames    (1, W, H, W) raw     -> embedding (1, D), probabilities (1, C)
       *.pt2                  torch.export copies of the same three graphs (reference backend)
+      adaptation.json        optional: online centring while decoding (protocols/adaptation.py)
 
 `load_bundle` refuses anything that is not exactly what its manifest says: unknown schema,
 invalid manifest, missing file, wrong checksum, model id that does not match the files, or
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from protocols.adaptation import ADAPTATION_FILE, OnlineCentringRecord, read_adaptation
 
 SCHEMA_VERSION = 1
 """Bumped whenever a reader of the previous version could misread a new bundle."""
@@ -46,7 +49,7 @@ Backends without the raw dtype (TensorRT has no uint16) take it off and feed flo
 FrameDType = Literal["uint8", "uint16", "float32"]
 
 BundleErrorReason = Literal[
-    "not_found", "manifest", "schema", "missing_file", "checksum", "model_id", "graph"
+    "not_found", "manifest", "schema", "missing_file", "checksum", "model_id", "graph", "adaptation"
 ]
 
 
@@ -182,6 +185,7 @@ class Bundle:
 
     path: Path
     manifest: Manifest
+    adaptation: OnlineCentringRecord | None = None  # adaptation.json, where the bundle has one
 
     @property
     def model_id(self) -> str:
@@ -241,6 +245,9 @@ class Bundle:
             "feature_dim": m.feature_dim,
             "embedding_dim": m.embedding_dim,
             "class_names": list(m.class_names),
+            "online_centring": None if self.adaptation is None else {
+                "prior_frames": self.adaptation.prior_frames,
+                "time_constant_frames": self.adaptation.time_constant_frames},
         }
 
 
@@ -389,4 +396,10 @@ def load_bundle(path: Path | str, *, check_graphs: bool = True) -> Bundle:
     _verify_files(path, manifest)
     if check_graphs:
         _verify_graphs(path, manifest)
-    return Bundle(path=path.resolve(), manifest=manifest)
+    adaptation = None
+    if ADAPTATION_FILE in manifest.files:
+        try:
+            adaptation = read_adaptation(path / ADAPTATION_FILE, manifest.num_classes, manifest.embedding_dim)
+        except ValueError as exc:
+            raise BundleError("adaptation", f"{path}: {exc}") from None
+    return Bundle(path=path.resolve(), manifest=manifest, adaptation=adaptation)

@@ -7,7 +7,8 @@
    folder named with ``--data`` is simulated into only with ``--simulate``, otherwise a folder
    without trials is an error (a mistyped path must not become a 2.9 GB simulation).
 2. Trains every selected entry of `TRAINED` (the default method and its ablations by default)
-   with the trainer's preset (`trainer.train.train`), once per training seed, one after the other.
+   with the trainer's preset (`trainer.train.train`), once per training seed, one after the other;
+   the entries of `READINGS` read another entry's checkpoints differently, without training.
 3. Evaluates them, the raw-frame baselines and ``cebra`` (also once per training seed) on the
    same windows with the same linear-probe protocol (trainer/evaluation), calibrating every
    animal from its first trial, which is not scored (trainer/evaluation/embed.py).
@@ -51,15 +52,18 @@ TRAINED: dict[str, tuple[str, tuple[str, ...]]] = {
     "regression": ("regression", ()),
 }
 TRAINED_METHODS = tuple(TRAINED)
+# Entries that read another entry's checkpoints differently, without training: name -> the
+# trained entry. Without online centring = the calibration's centring alone (trainer/adaptation.py).
+READINGS: dict[str, str] = {"contrastive_noswap_no_online_centring": "contrastive_noswap"}
 CEBRA_ENTRIES = ("cebra", "cebra_old", "cebra_noncausal")  # trainer.evaluation.baselines.CEBRA_CONFIGS
-ALL_METHODS = ("raw_linear", "raw_linear_aligned", *TRAINED_METHODS, *CEBRA_ENTRIES)
+ALL_METHODS = ("raw_linear", "raw_linear_aligned", *TRAINED_METHODS, *READINGS, *CEBRA_ENTRIES)
 # What `make bench-train` compares: the default method, its ablations, the peer and raw frames
 # (the other entries, cebra_old among them, are selectable with
 # --methods; every entry costs 2-8 min per training seed on 2 cores).
 DEFAULT_METHODS = ("raw_linear", "raw_linear_aligned", "contrastive_noswap", "contrastive_noswap_no_cross_animal",
-                   "contrastive_noswap_no_animal_norm", "contrastive_noswap_no_augment", "ours",
-                   "cebra", "cebra_noncausal")
-SEEDED = (*TRAINED_METHODS, *CEBRA_ENTRIES)  # entries trained once per training seed
+                   "contrastive_noswap_no_animal_norm", "contrastive_noswap_no_augment",
+                   "contrastive_noswap_no_online_centring", "ours", "cebra", "cebra_noncausal")
+SEEDED = (*TRAINED_METHODS, *READINGS, *CEBRA_ENTRIES)  # entries trained (or read) once per training seed
 
 
 def default_entry() -> str:
@@ -210,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
                   for m in methods}
     epoch_s = {m: trained[m].epoch_s if m in trained else None for m in methods}
     meta = {"preset": args.preset, "train_config": train_config, "train_seeds": seeds, "overrides": args.overrides,
-            "entries": {m: {"method": TRAINED[m][0], "overrides": list(TRAINED[m][1])} for m in methods if m in TRAINED},
+            "entries": {**{m: {"method": TRAINED[m][0], "overrides": list(TRAINED[m][1])} for m in methods if m in TRAINED},
+                        **{m: {"reads": READINGS[m], "online_centring": False} for m in methods if m in READINGS}},
             "timings": timings, "baselines": extra_info, "command": " ".join(["actionloop", *sys.argv[1:]])}
     figure_methods = tuple(m for m in (default_entry(), "raw_linear", "cebra") if m in first)
     write_reports(report_dir, first, {m: per_seed[m][0] for m in methods}, settings, meta,
@@ -262,6 +267,8 @@ def _projection_identity(trained: dict[str, _Trained], sets: dict[str, Any], see
     identity_only = ProtocolSettings(fractions=(1.0,), seeds=(0,), protocols=("identity",))
     out: dict[str, dict[str, float]] = {}
     for name, t in trained.items():
+        if seeded_name(name, seeds[0]) not in sets:
+            continue  # trained only to be read by another entry
         if any(t.projections.get(k) is None for k in seeds):
             continue  # no projection head (or an older checkpoint without it)
         runs = evaluate_sets({seeded_name(name, k): projected(sets[seeded_name(name, k)], t.projections[k])
@@ -290,7 +297,8 @@ def _train_entries(args: argparse.Namespace, data: Path, work: Path, train_confi
     from trainer.train import CHECKPOINT, train
 
     out: dict[str, _Trained] = {}
-    for name in [m for m in TRAINED_METHODS if m in args.methods]:
+    wanted = set(args.methods) | {READINGS[m] for m in args.methods if m in READINGS}
+    for name in [m for m in TRAINED_METHODS if m in wanted]:
         method, entry_overrides = TRAINED[name]
         t0 = time.perf_counter()
         encoders, projections, throughputs, epochs = {}, {}, [], []
@@ -322,12 +330,22 @@ def _window_sets(args: argparse.Namespace, data: Path, trained: dict[str, _Train
     """Every method's window set (trained entries and CEBRA once per seed, as `name@seedK`)."""
     from trainer.config import load_config
     from trainer.evaluation.baselines import raw_linear_aligned_windows, raw_linear_windows
-    from trainer.evaluation.embed import encoders_windows, load_tables
+    from trainer.evaluation.embed import encoders_windows, load_tables, online_centred
 
     sets: dict[str, Any] = {}
     encoders = {seeded_name(m, k): enc for m, t in trained.items() for k, enc in t.encoders.items()}
     if encoders:
-        sets.update(encoders_windows(encoders, data, progress=progress))
+        # calibration-centred windows once; the online centring (as deployed) applied after, so
+        # the readings without it cost no second pass over the frames
+        calibration_only = encoders_windows(encoders, data, progress=progress, online_centring=False)
+        for m in [m for m in args.methods if m in trained]:
+            for k, enc in trained[m].encoders.items():
+                ws = calibration_only[seeded_name(m, k)]
+                centring = getattr(enc, "online_centring", None)
+                sets[seeded_name(m, k)] = online_centred(ws, centring) if centring is not None else ws
+        for m in [m for m in args.methods if m in READINGS]:
+            for k in trained[READINGS[m]].encoders:
+                sets[seeded_name(m, k)] = calibration_only[seeded_name(READINGS[m], k)]
     window = next((e.window for e in encoders.values()), None) or load_config(train_config).model.window
     info: dict[str, Any] = {}
     if {"raw_linear", "raw_linear_aligned", *CEBRA_ENTRIES} & set(args.methods):

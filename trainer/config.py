@@ -84,6 +84,18 @@ class CrossAnimalConfig(_Section):
                           "when there is only one training animal)")
 
 
+class AdaptationConfig(_Section):
+    """Online centring of the embedding while decoding (trainer/adaptation.py): the calibration
+    recording's mean is only a first estimate of the animal's; the daemon keeps re-estimating it
+    from the embeddings it decodes, as the evaluation does. Applies to encoders whose embedding
+    is centred per animal (model.animal_norm 'embedding' or 'both')."""
+
+    online_centring: bool = Field(True, description="keep re-centring the embedding on a running per-animal mean")
+    prior_s: float = Field(15.0, gt=0, description="weight of the calibration mean, in seconds of frames")
+    time_constant_s: float = Field(300.0, gt=0, description="longest memory of the running mean (tracks slow "
+                                   "drift: bleaching, z-drift); until then every frame weighs alike")
+
+
 class AdversaryConfig(_Section):
     """Method 'ours_adversarial': an animal classifier on the neural embedding, trained through
     gradient reversal (domain-adversarial training), so the encoder is pushed to hide identity."""
@@ -152,6 +164,7 @@ class TrainConfig(_Section):
     optim: OptimConfig = OptimConfig()
     swap: SwapConfig = SwapConfig()
     cross_animal: CrossAnimalConfig = CrossAnimalConfig()
+    adaptation: AdaptationConfig = AdaptationConfig()
     adversary: AdversaryConfig = AdversaryConfig()
     mmd: MmdConfig = MmdConfig()
     augment: AugmentConfig = AugmentConfig()

@@ -17,6 +17,10 @@ Before anything is renamed into place the export runs the ONNX graphs in ONNX Ru
 the PyTorch model on random raw frames and refuses a bundle that disagrees (the measured
 differences are recorded in the manifest). The bundle is written into a temporary directory
 next to the target and renamed in one step: a crash leaves no half-written bundle.
+
+An encoder whose embedding is centred per animal also gets `adaptation.json` (its training
+config permitting): the online centring the daemon keeps applying while it decodes
+(trainer/adaptation.py).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import contextlib
 import copy
 import datetime as dt
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
@@ -40,6 +45,7 @@ import structlog
 import torch
 from torch import Tensor, nn
 
+from protocols.adaptation import ADAPTATION_FILE
 from protocols.bundle import (
     FRAME_ENCODER,
     GRAPHS,
@@ -55,6 +61,8 @@ from protocols.bundle import (
     sha256_file,
     write_manifest,
 )
+
+from trainer.adaptation import online_centring_of
 
 log = structlog.get_logger(__name__)
 
@@ -337,6 +345,7 @@ def export_model(
     parity_tolerance: float = PARITY_TOLERANCE,
     progress: bool = False,
     seed: int = 0,
+    adaptation: Mapping[str, Any] | None = None,
 ) -> Bundle:
     """Export `model` (a NeuralEncoder: `frame_encoder`, `temporal`, `window`, `frame_shape`) plus
     its linear action head (`head_weight` C x D, `head_bias` C) to a bundle at `out_dir`.
@@ -344,6 +353,7 @@ def export_model(
     Cheap enough for test fixtures with small frames (e.g. 32 x 32). Returns the loaded,
     verified bundle. Raises `ExportError` for bad arguments or an ONNX/PyTorch mismatch larger
     than `parity_tolerance`; nothing is left at `out_dir` (or next to it) on failure.
+    `adaptation`: the content of the bundle's adaptation.json (`OnlineCentring.bundle_record`).
     """
     from tqdm.auto import tqdm
 
@@ -420,6 +430,8 @@ def export_model(
                 _export_pt2(modules[graph], torch.from_numpy(example), tmp_dir / f"{graph}.pt2")
         bar.close()
 
+        if adaptation is not None:
+            (tmp_dir / ADAPTATION_FILE).write_text(json.dumps(dict(adaptation)), encoding="utf-8")
         diffs = _onnx_parity(tmp_dir, modules, examples)
         worst = max(diffs.values())
         if not worst <= parity_tolerance:  # also catches NaN
@@ -525,6 +537,8 @@ def export_checkpoint(
             f"disagree with the rebuilt model's {window}/{list(frame_shape)}"
         )
     calibration = _session_calibration(model, ckpt, checkpoint, calibration_trials, animal, accept_calibration)
+    centring = online_centring_of(ckpt.get("config") or {}, str(ckpt["model_args"].get("animal_norm", "none")),
+                                  float(ckpt["frame_rate_hz"])) if calibration else None
     provenance = {
         **({"session_calibration": calibration} if calibration else {}),
         "source_checkpoint": str(Path(checkpoint).expanduser().resolve()),
@@ -549,6 +563,7 @@ def export_checkpoint(
         model_args=dict(ckpt["model_args"]),
         overwrite=overwrite,
         progress=progress,
+        adaptation=centring.bundle_record(ckpt["head"]["weight"], ckpt["head"]["bias"]) if centring else None,
     )
 
 

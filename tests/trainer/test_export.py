@@ -322,7 +322,14 @@ def test_new_animal_is_calibrated_from_its_own_recording(
     rc = cli_main(["export", "--checkpoint", str(session_checkpoint), "--out", str(tmp_path / "bundle"),
                    "--calibrate", str(trial)])
     assert rc == 0
-    manifest = load_bundle(tmp_path / "bundle").manifest
+    bundle = load_bundle(tmp_path / "bundle")
+    manifest = bundle.manifest
+    # the default centres the embedding per animal, so the bundle asks for online centring with
+    # the training config's constants (15 s, 300 s at 16 Hz) and the graphs' own head
+    assert "adaptation.json" in manifest.files and bundle.adaptation is not None
+    assert (bundle.adaptation.prior_frames, bundle.adaptation.time_constant_frames) == (240, 4800)
+    head = torch.load(session_checkpoint, map_location="cpu", weights_only=True)["head"]
+    np.testing.assert_allclose(np.array(bundle.adaptation.head_weight), head["weight"].numpy(), atol=1e-7)
     recorded = manifest.provenance.model_dump()["session_calibration"]
     assert recorded["animal"] == "animal2" and recorded["from"] == [str(trial)] and recorded["frames"] == 64
     assert manifest.preprocessing["session_calibration"]["scale"] == recorded["scale"]

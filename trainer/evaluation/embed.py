@@ -9,6 +9,11 @@ Whatever a method estimates per animal without labels (field-of-view alignment, 
 feature statistics, per-pixel z-scores) comes from that trial alone, and its windows are never
 scored; every other trial is scored. So an animal needs at least two trials.
 
+Encoders whose checkpoint asks for online centring (trainer/adaptation.py) are read as the
+daemon runs them: every animal's scored windows, in file order, are centred on the running mean
+of the embeddings decoded before them (`online_centred`); `online_centring=False` reads the
+calibration's centring alone (the benchmark's ablation of it).
+
 Frames are read trial by trial in chunks, so memory is bounded by one chunk of raw frames plus
 the per-frame outputs, never a whole dataset of raw frames.
 """
@@ -22,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from trainer.adaptation import OnlineCentring, online_centring_of
 from trainer.calibration import CalibrationSet
 from trainer.data.recording import list_trials, open_trial
 from trainer.evaluation.windows import EvaluationError, WindowSet
@@ -161,11 +167,13 @@ def _encoder_windows_of_trial(model: object, frames: np.ndarray, batch: int) -> 
 
 def encoders_windows(
     models: Mapping[str, object], data_dir: str | Path, batch: int = 256, progress: bool = True,
+    online_centring: bool = True,
 ) -> dict[str, WindowSet]:
     """Embeddings of every scored window of ``data_dir`` through each `NeuralEncoder` of
     ``models`` (eval mode, CPU); session-normalised encoders are calibrated for each animal from
-    its calibration trial, whose windows are not scored. Each trial is read from disk once for
-    all models (one trial of raw frames in memory at a time)."""
+    its calibration trial, whose windows are not scored, then (``online_centring``) centred
+    online as their checkpoint asks. Each trial is read from disk once for all models (one trial
+    of raw frames in memory at a time)."""
     if not models:
         raise EvaluationError("no encoder to embed with")
     for model in models.values():
@@ -212,11 +220,23 @@ def encoders_windows(
         window = int(model.window)  # type: ignore[attr-defined]
         if not feats[name]:
             raise EvaluationError(f"every trial of {data_dir} is shorter than the window of {window} frames")
-        out[name] = WindowSet(
+        ws = WindowSet(
             np.concatenate(feats[name]), np.concatenate(labels[name]).astype(np.int64),
             np.array(animals[name]), np.array(trials[name]), class_names, window,
         )
+        centring = getattr(model, "online_centring", None)
+        out[name] = online_centred(ws, centring) if online_centring and centring is not None else ws
     return out
+
+
+def online_centred(ws: WindowSet, centring: OnlineCentring) -> WindowSet:
+    """``ws`` with each animal's windows (a stream: its scored trials in file order, each trial's
+    windows in time order, as `encoders_windows` builds it) centred online, as the daemon does."""
+    feats = ws.features.copy()
+    for animal in ws.animal_ids:
+        rows = np.flatnonzero(ws.animals == animal)
+        feats[rows] = centring.centre(ws.features[rows])
+    return WindowSet(feats, ws.labels, ws.animals, ws.trials, ws.class_names, ws.window)
 
 
 def _calibrate(model: object, animal: str, frames: np.ndarray, done: dict[str, object]) -> None:
@@ -272,6 +292,9 @@ def load_encoder(checkpoint: str | Path) -> tuple[object, dict]:
         raise EvaluationError(f"{path}: cannot rebuild the encoder: {exc}") from exc
     model.eval()
     model.calibrations = CalibrationSet.from_checkpoint(ckpt)  # session encoders: per-animal calibration
+    rate = ckpt.get("frame_rate_hz")  # every checkpoint has it (docs/contracts.md); old test fixtures may not
+    model.online_centring = online_centring_of(ckpt.get("config") or {}, str(ckpt["model_args"].get("animal_norm", "none")),
+                                               float(rate)) if rate else None
     return model, ckpt
 
 

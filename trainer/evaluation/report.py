@@ -19,7 +19,8 @@ from trainer.evaluation.protocol import PROTOCOLS
 
 # Row order of the tables; other method names follow in the order given.
 METHOD_ORDER = ("raw_linear", "raw_linear_aligned", "simclr", "regression", "cebra_old", "cebra_noncausal", "cebra",
-                "contrastive_noswap_no_animal_norm", "contrastive_noswap_no_augment", "ours_no_animal_norm", "ours",
+                "contrastive_noswap_no_animal_norm", "contrastive_noswap_no_augment", "contrastive_noswap_no_online_centring",
+                "ours_no_animal_norm", "ours",
                 "ours_adversarial", "ours_mmd", "contrastive_noswap_no_cross_animal", "contrastive_noswap")
 METHOD_TITLES = {
     "raw_linear": "Linear on raw frames",
@@ -30,6 +31,7 @@ METHOD_TITLES = {
     "contrastive_noswap_no_animal_norm": "Default without per-animal normalisation",
     "contrastive_noswap_no_cross_animal": "Default without cross-animal positives (earlier default)",
     "contrastive_noswap_no_augment": "Default without augmentations",
+    "contrastive_noswap_no_online_centring": "Default without online centring (calibration mean only)",
     "ours_no_animal_norm": "Swapping, without per-animal normalisation (earlier default)",
     "cebra": "CEBRA (multi-session, pose), tuned, causal",
     "cebra_old": "CEBRA, earlier configuration (causal)",

@@ -13,7 +13,8 @@ from tools.cli import main
 ISSUE_KEYS = {"dataset", "chance", "multi_animal", "single_animal", "identity", "spread",
               "train_throughput_windows_per_s"}
 METHODS = {"raw_linear", "raw_linear_aligned", "contrastive_noswap", "contrastive_noswap_no_cross_animal",
-           "contrastive_noswap_no_animal_norm", "contrastive_noswap_no_augment", "ours", "cebra", "cebra_noncausal"}
+           "contrastive_noswap_no_animal_norm", "contrastive_noswap_no_augment", "contrastive_noswap_no_online_centring",
+           "ours", "cebra", "cebra_noncausal"}
 TRAINED_CONTRASTIVE = {"contrastive_noswap", "contrastive_noswap_no_cross_animal", "contrastive_noswap_no_animal_norm",
                        "contrastive_noswap_no_augment", "ours"}
 

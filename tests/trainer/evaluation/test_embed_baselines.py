@@ -54,6 +54,20 @@ def test_encoder_windows_equal_the_model_on_each_window(encoder, trainer_dataset
     np.testing.assert_array_equal(ws.labels[rows], labels[3:])  # label of each window's last frame
 
 
+def test_encoders_are_read_with_the_online_centring_their_checkpoint_asks_for(trainer_dataset: Path) -> None:
+    from trainer.adaptation import OnlineCentring
+    from trainer.evaluation.embed import encoders_windows, online_centred
+
+    torch.manual_seed(0)
+    model = build_model("neural_conv", **MODEL_ARGS).eval()
+    model.online_centring = OnlineCentring(2, 8)
+    deployed = encoders_windows({"m": model}, trainer_dataset, batch=16, progress=False)["m"]
+    calibration_only = encoders_windows({"m": model}, trainer_dataset, batch=16, progress=False,
+                                        online_centring=False)["m"]
+    np.testing.assert_allclose(deployed.features, online_centred(calibration_only, model.online_centring).features)
+    assert not np.allclose(deployed.features, calibration_only.features)
+
+
 def test_raw_windows_are_half_window_means_of_pooled_frames(trainer_dataset: Path) -> None:
     tables = load_tables(trainer_dataset, pooled_short_side=8, progress=False)
     ws = raw_linear_windows(tables, window=4)
