@@ -33,6 +33,7 @@ def test_bench_writes_the_issue_shaped_report(cli, tiny_bundle, tmp_path: Path, 
         assert stats["n"] == 60
         assert 0 < stats["p50_us"] <= stats["p99_us"] <= stats["p999_us"] <= stats["max_us"]
     assert set(report["onnxruntime"]["parts"]) == {"encode_frame", "decode_window"}
+    assert "streaming_online_centring" not in report["onnxruntime"]  # the tiny bundle has no adaptation.json
     assert report["onnxruntime"]["whole_window_over_streaming_p50"] > 0
     assert report["onnxruntime"]["cpu_time"]["streaming"]["n"] == 60
     assert report["onnxruntime"]["cpu_time"]["whole_window_over_streaming_p50"] > 0

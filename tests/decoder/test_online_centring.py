@@ -4,6 +4,7 @@ does not belong to the graphs, off when the settings say so."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +98,12 @@ def test_an_adaptation_file_of_the_wrong_shape_is_refused(tiny_model, tmp_path: 
         _export(tiny_model, tmp_path / "bundle", weight=tiny_model.head_weight[:, :7])
     assert err.value.reason == "adaptation"
     assert not (tmp_path / "bundle").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_inference_bench_times_the_centring(cli, centred_bundle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "inference.json"
+    assert cli(["bench", "--bundle", str(centred_bundle), "--out", str(out), "--backends", "onnxruntime",
+                "--frames", "40", "--warmup", "5", "--block", "20", "--no-progress"]) == 0
+    report = json.loads(out.read_text())["onnxruntime"]
+    assert report["streaming_online_centring"]["n"] == 40 == report["cpu_time"]["streaming_online_centring"]["n"]
+    assert 0 < report["streaming_online_centring"]["p50_us"]

@@ -6,7 +6,10 @@ For every backend that can run here (or those named with --backends), after warm
                 the temporal part over the ring buffer) -- what the daemon does per frame;
 * whole_window: the cost of one `infer_whole_window(last W frames)` -- re-encoding the whole
                 window for every new frame, the naive alternative;
-* parts:        `encode_frame` and `decode_window` alone, the floors streaming is made of.
+* parts:        `encode_frame` and `decode_window` alone, the floors streaming is made of;
+* streaming_online_centring: streaming through the bundle's online centring
+                (decoder/adaptation.py), for bundles that have one; its cost over streaming is
+                the centring's.
 
 The modes run in interleaved blocks (so drift on a shared machine hits both alike), with the
 garbage collector paused inside blocks, over >= 2,000 timed frames each. Percentiles are
@@ -42,7 +45,7 @@ log = structlog.get_logger(__name__)
 
 DEFAULT_FRAME_SHAPE = (256, 256)
 DEFAULT_WINDOW = 8
-MODES = ("streaming", "whole_window", "encode_frame", "decode_window")
+MODES = ("streaming", "streaming_online_centring", "whole_window", "encode_frame", "decode_window")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -99,7 +102,8 @@ def _default_bundle(directory: Path) -> Path:
     """Export the default model, untrained, at 256 x 256 uint16 and window 8."""
     import torch
 
-    from trainer.config import ModelConfig
+    from trainer.adaptation import OnlineCentring
+    from trainer.config import AdaptationConfig, ModelConfig
     from trainer.data.schema import ACTION_NAMES
     from trainer.export import export_model
     from trainer.models import DEFAULT_NEURAL_MODEL, build_model
@@ -114,9 +118,12 @@ def _default_bundle(directory: Path) -> Path:
     weight = rng.normal(0, 0.1, (len(ACTION_NAMES), model.embedding_dim)).astype(np.float32)
     bias = np.zeros(len(ACTION_NAMES), np.float32)
     out = directory / "default-untrained"
+    adaptation = AdaptationConfig()  # a deployed default bundle carries the online centring
+    centring = OnlineCentring.from_seconds(adaptation.prior_s, adaptation.time_constant_s, 30.0)
     export_model(
         model, weight, bias, ACTION_NAMES, out, frame_rate_hz=30.0,
         provenance={"note": "untrained weights, made by `actionloop bench` for timing only"}, progress=True,
+        adaptation=centring.bundle_record(weight, bias),
     )
     return out
 
@@ -136,6 +143,7 @@ def _time_block(call: Callable[[int], Any], start: int, n: int, wall: np.ndarray
 
 def bench_backend(backend: Any, frames: np.ndarray, n_frames: int, warmup: int, block: int, progress: Any) -> dict[str, Any]:
     """Time every mode of one backend; returns `{mode: percentiles}` plus the p50 ratio."""
+    from decoder.adaptation import OnlineCentredDecoder
     from decoder.streaming import StreamingDecoder
 
     bundle = backend.bundle
@@ -153,17 +161,21 @@ def bench_backend(backend: Any, frames: np.ndarray, n_frames: int, warmup: int, 
         "encode_frame": lambda i: backend.encode_frame(frames[i % pool]),
         "decode_window": lambda i: backend.decode_window(features),
     }
-    for mode in MODES:  # warm-up: caches, allocator, ORT arenas, CUDA graphs
+    if bundle.adaptation is not None:
+        centred = OnlineCentredDecoder(StreamingDecoder(backend, w), bundle.adaptation)
+        calls["streaming_online_centring"] = lambda i: centred.push(frames[i % pool])
+    modes = [m for m in MODES if m in calls]
+    for mode in modes:  # warm-up: caches, allocator, ORT arenas, CUDA graphs
         for i in range(warmup):
             calls[mode](i)
-    samples = {mode: np.zeros(n_frames, np.int64) for mode in MODES}
-    cpu_samples = {mode: np.zeros(n_frames, np.int64) for mode in MODES}
+    samples = {mode: np.zeros(n_frames, np.int64) for mode in modes}
+    cpu_samples = {mode: np.zeros(n_frames, np.int64) for mode in modes}
     done = 0
     gc_was_enabled = gc.isenabled()
     try:
         while done < n_frames:
             n = min(block, n_frames - done)
-            for mode in MODES:
+            for mode in modes:
                 gc.disable()
                 _time_block(calls[mode], done, n, samples[mode], cpu_samples[mode])
                 if gc_was_enabled:
@@ -178,7 +190,9 @@ def bench_backend(backend: Any, frames: np.ndarray, n_frames: int, warmup: int, 
     result["whole_window_over_streaming_p50"] = round(
         result["whole_window"]["p50_us"] / result["streaming"]["p50_us"], 2
     )
-    result["cpu_time"] = {mode: percentiles(cpu_samples[mode]) for mode in MODES}
+    if "streaming_online_centring" in samples:
+        result["streaming_online_centring"] = percentiles(samples["streaming_online_centring"])
+    result["cpu_time"] = {mode: percentiles(cpu_samples[mode]) for mode in modes}
     result["cpu_time"]["whole_window_over_streaming_p50"] = round(
         result["cpu_time"]["whole_window"]["p50_us"] / max(result["cpu_time"]["streaming"]["p50_us"], 1e-3), 2
     )
@@ -266,6 +280,8 @@ def _table(results: dict[str, Any]) -> str:
     lines = [header, "-" * len(header)]
     for name, result in results.items():
         rows = [("streaming", result["streaming"]), ("whole_window", result["whole_window"])]
+        if "streaming_online_centring" in result:
+            rows.insert(1, ("stream+centring", result["streaming_online_centring"]))
         rows += [(f" {k}", v) for k, v in result["parts"].items()]
         for mode, p in rows:
             lines.append(f"{name:<12} {mode:<14} {p['p50_us']:>9.1f} {p['p99_us']:>9.1f} {p['p999_us']:>9.1f} {p['max_us']:>9.1f}")
@@ -324,7 +340,8 @@ def run(args: argparse.Namespace) -> int:
         frames = synthetic_frames(bundle, 64, seed=0)
         results: dict[str, Any] = {}
         parities: dict[str, dict[str, float]] = {}
-        total = len(names) * len(MODES) * args.frames
+        n_modes = len(MODES) - (bundle.adaptation is None)  # online centring only where the bundle has it
+        total = len(names) * n_modes * args.frames
         with tqdm(total=total, desc="bench", unit="frame", disable=args.no_progress) as progress:
             for name in names:
                 options: dict[str, Any] = {"threads": args.threads} if name in ("onnxruntime", "torch") else {}
@@ -332,7 +349,7 @@ def run(args: argparse.Namespace) -> int:
                     backend = create_backend(name, bundle, **options)
                 except BackendError as exc:
                     skipped[name] = str(exc)
-                    progress.update(len(MODES) * args.frames)
+                    progress.update(n_modes * args.frames)
                     continue
                 loaded[name] = backend
                 results[name] = bench_backend(backend, frames, args.frames, args.warmup, args.block, progress)
@@ -377,6 +394,7 @@ def run(args: argparse.Namespace) -> int:
         "timer": "time.perf_counter_ns around one call (wall); time.thread_time_ns (cpu_time); gc paused inside blocks",
         "streaming": "StreamingDecoder.push(frame): encode one frame + temporal part over the ring buffer",
         "whole_window": "backend.infer_whole_window(last W frames) per frame (no copy to assemble the window)",
+        "streaming_online_centring": "OnlineCentredDecoder(StreamingDecoder).push(frame), bundles with adaptation.json",
     }
     report["machine"]["skipped_backends"] = skipped
     args.out.parent.mkdir(parents=True, exist_ok=True)
