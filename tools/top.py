@@ -24,14 +24,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TextIO
 
 import zmq
 
-from decoder.settings import SettingsError, load_settings
-from protocols.client import ActionSubscriber, CurveClientKeys
+from protocols.client import ActionSubscriber
 from protocols.messages import TOPIC_EVENT, TOPIC_STATUS, Event, Status
+from tools.daemon_args import DaemonArgsError, add_daemon_arguments, daemon_endpoint
 
 RATE_COUNTERS = ("frames_received", "frames_decoded", "frames_skipped", "frames_lost")
 BAD_INPUT = (("malformed_messages", "malformed"), ("wrong_shape_frames", "wrong shape"), ("non_finite_frames", "non-finite"))
@@ -43,14 +42,11 @@ MIN_STALE_S = 3.0  # heartbeats missing this long (or 3 intervals) count as stop
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", default=None, help="the daemon's PUB endpoint (default: sockets.actions of the settings)")
-    parser.add_argument("--config", type=Path, default=None, help="the daemon's settings file, to find its endpoint")
+    add_daemon_arguments(parser, "actions")
     parser.add_argument("--once", action="store_true", help="print one snapshot and exit (2 if no status came)")
     parser.add_argument("--timeout", type=float, default=10.0, help="--once: seconds to wait for the daemon's first status")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between redraws")
     parser.add_argument("--events", type=int, default=8, help="how many of the last events to show")
-    parser.add_argument("--curve-secret", type=Path, default=None, help="CURVE: this client's .key_secret file")
-    parser.add_argument("--curve-server", type=Path, default=None, help="CURVE: the daemon's public .key file")
 
 
 @dataclass
@@ -200,10 +196,6 @@ def _clip(line: str, width: int) -> str:
     return line if "\x1b" in line or len(line) <= width else line[: width - 1] + "…"
 
 
-def _endpoint(args: argparse.Namespace) -> str:
-    return str(args.endpoint) if args.endpoint else load_settings(args.config).sockets.actions
-
-
 def _once(view: View, subscriber: ActionSubscriber, timeout: float, out: TextIO) -> int:
     deadline = time.monotonic() + timeout
     while view.status is None:  # the first heartbeat
@@ -262,18 +254,14 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    if (args.curve_secret is None) != (args.curve_server is None):
-        print("CURVE needs both --curve-secret and --curve-server", file=sys.stderr)
-        return 2
     if args.interval <= 0 or args.events < 0:
         print("--interval must be > 0 and --events >= 0", file=sys.stderr)
         return 2
     try:
-        endpoint = _endpoint(args)
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        endpoint, curve = daemon_endpoint(args, "actions")
+    except DaemonArgsError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    curve = CurveClientKeys.from_files(args.curve_secret, args.curve_server) if args.curve_secret else None
     view = View(endpoint, max_events=args.events)
     context = zmq.Context()
     try:
