@@ -68,6 +68,7 @@ class LatencyWindow:
         }
 
     def clear(self) -> None:
+        # Not used by the daemon: a RingHistogram following the cursor would miscount after it.
         self._next = 0
         self._count = 0
         self.max_ns = 0
