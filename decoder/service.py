@@ -23,7 +23,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import structlog
@@ -46,6 +46,9 @@ from decoder.systemd import SystemdNotifier
 from decoder.worker import HotThread, Mailbox, run_in_daemon_thread
 from protocols.bundle import BundleError
 from protocols.messages import MAX_FRAME_BYTES, TOPIC_FRAME
+
+if TYPE_CHECKING:
+    from decoder.metrics import MetricsServer
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +94,7 @@ class DecoderService:
         self._decision_log: DecisionLogWriter | None = None
         self._curve: Curve | None = None  # keys are loaded (and checked) at startup
         self._handshakes: HandshakeMonitor | None = None  # with CURVE: refused handshakes counted
+        self._metrics: MetricsServer | None = None  # [metrics] enabled: the Prometheus endpoint
         self._expect_shape: tuple[int, int] = (0, 0)
         self._expect_dtype = np.dtype("uint16")
 
@@ -178,6 +182,8 @@ class DecoderService:
             self._frames, self.publisher, self.pipeline, self._mailbox, self.counters, self.limiter,
             self._decision_log, self._expect_shape, self._expect_dtype, s.sockets.frames_clock_shared,
         )
+        if s.metrics.enabled:
+            self._start_metrics()
         self.state = RUNNING
         self._started_monotonic = time.monotonic()
         self.monitor.publish_status()  # before the hot thread starts: the socket is still ours
@@ -242,6 +248,22 @@ class DecoderService:
         self.endpoints["control"] = control.getsockopt_string(zmq.LAST_ENDPOINT)
         self._control = control
 
+    def _start_metrics(self) -> None:
+        """Bind the Prometheus endpoint. A port that is taken fails the startup, before any frame
+        is decoded: metrics that were asked for and are missing would go unnoticed until needed."""
+        from decoder.metrics import MetricsServer  # prometheus-client only when enabled
+
+        m = self.settings.metrics
+        self._metrics = MetricsServer(self)
+        try:
+            self.endpoints["metrics"] = self._metrics.start(m.host, m.port)
+        except OSError as exc:
+            self._metrics = None
+            raise StartupError(
+                f"cannot serve metrics on {m.host}:{m.port}: {exc.strerror or exc}; "
+                "free the port, or change metrics.port (or set metrics.enabled = false)"
+            ) from exc
+
     def _watch_handshakes(self, name: str, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         if self._handshakes is not None:
             self._handshakes.watch(name, sock)
@@ -263,6 +285,8 @@ class DecoderService:
             ]
             if self._handshakes is not None:
                 background.append(tasks.create_task(self._handshakes.run(), name="handshake-monitor"))
+            if self._metrics is not None:
+                background.append(tasks.create_task(self._metrics.harvest(), name="metrics"))
             tasks.create_task(self._supervise(hot, background), name="supervise")
 
     async def _hot_thread(self, done: asyncio.Future[None]) -> None:
@@ -440,6 +464,9 @@ class DecoderService:
         if self.pipeline is not None and stopped:
             with contextlib.suppress(Exception):
                 self.pipeline.model.close()
+        if self._metrics is not None:
+            await self._metrics.close()
+            self._metrics = None
         if self._decision_log is not None:
             self._decision_log.close()
             self._decision_log = None

@@ -191,6 +191,16 @@ class SecuritySettings(_Section):
         return self
 
 
+class MetricsSettings(_Section):
+    """Prometheus endpoint (decoder/metrics.py). Off by default; loopback when on."""
+
+    enabled: bool = Field(False, description="serve /metrics over HTTP for Prometheus")
+    host: str = Field(
+        "127.0.0.1", min_length=1, description="address to listen on; loopback: only this host can scrape"
+    )
+    port: int = Field(9556, ge=0, le=65535, description="TCP port; 0: any free port (the ready log line says which)")
+
+
 class DecoderSettings(BaseSettings):
     """Everything the daemon can be told. See deploy/decoder.toml for a commented example."""
 
@@ -209,6 +219,7 @@ class DecoderSettings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     decision_log: DecisionLogSettings = DecisionLogSettings()
     security: SecuritySettings = SecuritySettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @classmethod
     def settings_customise_sources(

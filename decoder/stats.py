@@ -38,6 +38,21 @@ class LatencyWindow:
     def __len__(self) -> int:
         return self._count
 
+    # Read-only views for readers on other threads (decoder/ring_histogram.py); ``record`` is
+    # the only writer and these add nothing to it.
+    @property
+    def capacity(self) -> int:
+        return int(self._values.shape[0])
+
+    @property
+    def cursor(self) -> int:
+        """Where the next value will be written (advances after each value is stored)."""
+        return self._next
+
+    def last(self, count: int, end: int) -> np.ndarray:
+        """A copy of the ``count`` values before position ``end`` (count <= capacity), oldest first."""
+        return self._values.take(np.arange(end - count, end), mode="wrap")
+
     def percentiles_us(self) -> dict[str, float]:
         """``{"p50_us", "p90_us", "p99_us", "p999_us", "max_us"}`` over the window (empty: {})."""
         if self._count == 0:
@@ -53,6 +68,7 @@ class LatencyWindow:
         }
 
     def clear(self) -> None:
+        # Not used by the daemon: a RingHistogram following the cursor would miscount after it.
         self._next = 0
         self._count = 0
         self.max_ns = 0

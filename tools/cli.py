@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay-bench": ("tools.bench.latency", "the full latency benchmark with floors, written to bench/latency.json"),
     "log": ("tools.decision_log", "read back a daemon decision log"),
     "actions": ("tools.print_actions", "print live actions and events from a daemon"),
+    "top": ("tools.top", "live view of one daemon: state, model, frame rates, latency, counters, last events"),
     "bridge": ("tools.bridges.cli", "microscope bridges: publish frames from acquisition software (tiff --follow DIR)"),
     "control": ("tools.control_cli", "send a control request (status, ping, pause, resume, reload) to a daemon"),
 }

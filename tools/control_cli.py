@@ -16,8 +16,8 @@ from typing import Any, TextIO
 
 import zmq
 
-from decoder.settings import SettingsError, load_settings
-from protocols.client import ControlClient, ControlError, CurveClientKeys
+from protocols.client import ControlClient, ControlError
+from tools.daemon_args import DaemonArgsError, add_daemon_arguments, daemon_endpoint
 
 COMMANDS = ("status", "ping", "pause", "resume", "reload")
 
@@ -25,18 +25,9 @@ COMMANDS = ("status", "ping", "pause", "resume", "reload")
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("bundle", nargs="?", type=Path, help="reload: the new model bundle directory")
-    parser.add_argument("--endpoint", default=None, help="control endpoint (default: sockets.control of the settings)")
-    parser.add_argument("--config", type=Path, default=None, help="the daemon's settings file, to find its endpoint")
+    add_daemon_arguments(parser, "control")
     parser.add_argument("--timeout", type=float, default=None, help="seconds to wait (default 5; reload 120)")
     parser.add_argument("--json", action="store_true", help="print the reply as JSON")
-    parser.add_argument("--curve-secret", type=Path, default=None, help="CURVE: this client's .key_secret file")
-    parser.add_argument("--curve-server", type=Path, default=None, help="CURVE: the daemon's public .key file")
-
-
-def _endpoint(args: argparse.Namespace) -> str:
-    if args.endpoint:
-        return str(args.endpoint)
-    return load_settings(args.config).sockets.control
 
 
 def _print_reply(command: str, data: dict[str, Any], out: TextIO) -> None:
@@ -58,15 +49,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.command == "reload" and args.bundle is None:
         print("reload needs the bundle directory: actionloop control reload BUNDLE", file=sys.stderr)
         return 2
-    if (args.curve_secret is None) != (args.curve_server is None):
-        print("CURVE needs both --curve-secret and --curve-server", file=sys.stderr)
-        return 2
     try:
-        endpoint = _endpoint(args)
-    except SettingsError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+        endpoint, curve = daemon_endpoint(args, "control")
+    except DaemonArgsError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    curve = CurveClientKeys.from_files(args.curve_secret, args.curve_server) if args.curve_secret else None
     timeout = args.timeout if args.timeout is not None else (120.0 if args.command == "reload" else 5.0)
     request_args: dict[str, Any] = {"bundle": str(args.bundle.resolve())} if args.command == "reload" else {}
     context = zmq.Context()

@@ -122,6 +122,7 @@ def test_example_config_loads() -> None:
     settings = load_settings(DEPLOY / "decoder.toml")
     assert settings.decision_log.path == Path("/var/log/actionloop/decisions.msgpack")
     assert settings.sockets.actions.startswith("tcp://127.0.0.1:")
+    assert settings.metrics.enabled is False and settings.metrics.host == "127.0.0.1"  # shown, off
 
 
 @pytest.mark.slow
