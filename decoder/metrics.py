@@ -93,6 +93,14 @@ class DaemonCollector(Collector):
             })
             yield GaugeMetricFamily(f"{PREFIX}_window_frames", "window length of the model", value=model.window)
             yield GaugeMetricFamily(f"{PREFIX}_window_fill_frames", "frames in the window now", value=pipeline.window_fill)
+            centring = getattr(model.decoder, "state", None)  # decoder.adaptation.OnlineCentredDecoder
+            if centring is not None:
+                state_now = centring()
+                yield GaugeMetricFamily(f"{PREFIX}_online_centring_frames", "embeddings absorbed into the running "
+                                        "mean of the online centring", value=state_now["frames"])
+                yield GaugeMetricFamily(f"{PREFIX}_online_centring_offset", "norm of the running mean: how far "
+                                        "the online centring has moved from the calibration's mean",
+                                        value=state_now["offset_norm"])
         missed = CounterMetricFamily(
             f"{PREFIX}_latency_samples_missed", "latencies overwritten in the ring before a harvest read them",
             labels=["histogram"],

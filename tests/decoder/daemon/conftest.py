@@ -32,15 +32,17 @@ from protocols.bundle import compute_model_id, load_bundle, sha256_file, write_m
 from protocols.client import AsyncActionSubscriber, AsyncControlClient, FramePublisher
 from protocols.codec import PublishedMessage
 from protocols.messages import Action, Event, Status
+from trainer.adaptation import OnlineCentring
 
 FRAME_SHAPE = (32, 32)
 WINDOW = 4
 FRAME_RATE_HZ = 30.0
+ONLINE_CENTRING = OnlineCentring(prior_frames=3, time_constant_frames=8)  # short: both phases within a test
 SERVICE_TASKS = {"hot-path", "heartbeat", "health", "summary", "control", "supervise", "control-reload",
                  "handshake-monitor", "metrics"}
 
 
-def _export(out: Path, seed: int, frame_dtype: str) -> Path:
+def _export(out: Path, seed: int, frame_dtype: str, online_centring: bool = False) -> Path:
     import torch
 
     from trainer.data.schema import ACTION_NAMES
@@ -66,9 +68,10 @@ def _export(out: Path, seed: int, frame_dtype: str) -> Path:
     # Weights ~1000 turn float rounding of the embedding (~1e-6) into ~1e-3 in probabilities, so
     # the export's ONNX-vs-PyTorch check gets a looser bound here; the daemon tests compare the
     # daemon with the same ONNX backend offline, bit for bit.
+    adaptation = ONLINE_CENTRING.bundle_record(weight, bias) if online_centring else None
     export_model(
         model, weight, bias, ACTION_NAMES, out, FRAME_RATE_HZ, frame_dtype=frame_dtype, include_pt2=False,
-        parity_tolerance=1e-2,
+        parity_tolerance=1e-2, adaptation=adaptation,
     )
     return out
 
@@ -76,6 +79,12 @@ def _export(out: Path, seed: int, frame_dtype: str) -> Path:
 @pytest.fixture(scope="session")
 def daemon_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _export(tmp_path_factory.mktemp("bundles") / "daemon_uint16", seed=0, frame_dtype="uint16")
+
+
+@pytest.fixture(scope="session")
+def centred_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The daemon bundle's graphs plus adaptation.json (online centring, short constants)."""
+    return _export(tmp_path_factory.mktemp("bundles") / "centred", seed=0, frame_dtype="uint16", online_centring=True)
 
 
 @pytest.fixture(scope="session")
