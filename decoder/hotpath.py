@@ -273,9 +273,9 @@ class HotPath:
                 )
             )
 
-    def publish_parts(self, parts: list[bytes]) -> None:
-        """An already encoded message from the loop (a status heartbeat)."""
-        self.publisher.publish_parts(parts)
+    def publish_parts(self, parts: list[bytes], mirror_parts: list[bytes] | None = None) -> None:
+        """An already encoded message from the loop (a status heartbeat; its JSON for the mirror)."""
+        self.publisher.publish_parts(parts, mirror_parts)
 
     def pause(self) -> None:
         """Stop decoding (frames are counted as paused) and end the active action."""

@@ -38,7 +38,7 @@ from decoder.hotpath import HotPath
 from decoder.model import LoadedModel, ModelLoader, ReloadNotAllowed, check_reload_allowed, load_model
 from decoder.monitor import Monitor
 from decoder.pipeline import FramePipeline
-from decoder.publisher import Publisher
+from decoder.publisher import MirroredPublisher, Publisher
 from decoder.security import Curve, SecurityError
 from decoder.settings import DecoderSettings
 from decoder.stats import Counters, RateLimiter
@@ -209,7 +209,7 @@ class DecoderService:
         self._watch_handshakes("actions", pub)
         pub.bind(s.actions)
         self.endpoints["actions"] = pub.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.publisher = Publisher(pub, self._decision_log, self.counters)
+        self.publisher = self._publisher(sync_context, pub)
 
         frames = sync_context.socket(zmq.SUB)
         self._sockets.append(frames)
@@ -241,6 +241,23 @@ class DecoderService:
         control.bind(s.control)
         self.endpoints["control"] = control.getsockopt_string(zmq.LAST_ENDPOINT)
         self._control = control
+
+    def _publisher(self, context: zmq.Context, pub: zmq.Socket) -> Publisher:  # type: ignore[type-arg]
+        """The plain publisher, or with ``sockets.json_mirror`` one that also sends JSON on a
+        second PUB socket, set up like the first (same high-water mark, linger and CURVE)."""
+        s = self.settings.sockets
+        if s.json_mirror is None:
+            return Publisher(pub, self._decision_log, self.counters)
+        mirror = context.socket(zmq.PUB)
+        self._sockets.append(mirror)
+        mirror.linger = s.linger_ms
+        mirror.sndhwm = s.actions_sndhwm
+        assert self._curve is not None
+        self._curve.server(mirror)
+        self._watch_handshakes("json_mirror", mirror)
+        mirror.bind(s.json_mirror)
+        self.endpoints["json_mirror"] = mirror.getsockopt_string(zmq.LAST_ENDPOINT)
+        return MirroredPublisher(pub, self._decision_log, self.counters, mirror)
 
     def _watch_handshakes(self, name: str, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         if self._handshakes is not None:

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -47,6 +47,11 @@ class SocketSettings(_Section):
     )
     actions: str = Field("tcp://127.0.0.1:5556", description="PUB socket for actions, events and status (bound)")
     control: str = Field("tcp://127.0.0.1:5557", description="ROUTER socket for control requests (bound)")
+    json_mirror: str | None = Field(
+        None,
+        description="optional second PUB socket (bound) that mirrors actions, events and status as [topic, JSON] "
+        "for clients without msgpack (docs/wire-protocol.md, JSON mirror); unset or empty: off",
+    )
     frames_rcvhwm: int = Field(
         64, ge=1, description="frames ZeroMQ may queue before dropping; the daemon drains them newest-first"
     )
@@ -60,6 +65,11 @@ class SocketSettings(_Section):
         "decided frame (its t_pub_ns -> action published) can be measured; auto: shared when the frames endpoint "
         "is ipc://, inproc:// or TCP on a loopback address",
     )
+
+    @field_validator("json_mirror")
+    @classmethod
+    def _empty_is_off(cls, value: str | None) -> str | None:
+        return value or None  # ACTIONLOOP_SOCKETS__JSON_MIRROR="" turns the mirror off
 
     @property
     def frames_clock_shared(self) -> bool:
