@@ -6,7 +6,8 @@
 - run: the hot-path thread (decoder/hotpath.py) decodes every frame socket to socket; the
   event loop runs everything that is not per frame in one ``asyncio.TaskGroup``: heartbeat,
   health/watchdog, periodic summary (decoder/monitor.py) and the control socket
-  (decoder/control.py), which pauses, resumes and reloads through the hot thread's mailbox.
+  (decoder/control.py), which pauses, resumes and reloads through the hot thread's mailbox, and
+  for each TTL output (decoder/outputs/) a task that reopens a failed or missing device.
   A task or the hot thread that crashes cancels the others and ``serve()`` raises: the process
   exits non-zero.
 - shutdown (first SIGTERM/SIGINT, or ``request_shutdown()``): stop intake (the hot thread
@@ -37,6 +38,8 @@ from decoder.handshake_monitor import HandshakeMonitor
 from decoder.hotpath import HotPath
 from decoder.model import LoadedModel, ModelLoader, ReloadNotAllowed, check_reload_allowed, load_model
 from decoder.monitor import Monitor
+from decoder.outputs import OutputConfigError, build_outputs
+from decoder.outputs.lines import LineOutput
 from decoder.pipeline import FramePipeline
 from decoder.publisher import MirroredPublisher, Publisher
 from decoder.security import Curve, SecurityError
@@ -91,6 +94,7 @@ class DecoderService:
         self._decision_log: DecisionLogWriter | None = None
         self._curve: Curve | None = None  # keys are loaded (and checked) at startup
         self._handshakes: HandshakeMonitor | None = None  # with CURVE: refused handshakes counted
+        self.outputs: list[LineOutput] = []  # TTL devices (decoder/outputs/), from [outputs.*]
         self._expect_shape: tuple[int, int] = (0, 0)
         self._expect_dtype = np.dtype("uint16")
 
@@ -170,13 +174,19 @@ class DecoderService:
             except OSError as exc:
                 raise StartupError(f"cannot open decision log {s.decision_log.path}: {exc.strerror or exc}", 78) from exc
         try:
+            self.outputs = build_outputs(s.outputs, self.counters, model.class_names)
+        except OutputConfigError as exc:
+            raise StartupError(str(exc), 78) from exc
+        for output in self.outputs:
+            await output.start()  # a missing device is logged and retried, not fatal
+        try:
             self._open_sockets()
         except zmq.ZMQError as exc:
             raise StartupError(f"cannot set up sockets: {exc}") from exc
         assert self._frames is not None and self.publisher is not None and self._mailbox is not None
         self.hot = HotPath(
             self._frames, self.publisher, self.pipeline, self._mailbox, self.counters, self.limiter,
-            self._decision_log, self._expect_shape, self._expect_dtype, s.sockets.frames_clock_shared,
+            self._decision_log, self._expect_shape, self._expect_dtype, s.sockets.frames_clock_shared, self.outputs,
         )
         self.state = RUNNING
         self._started_monotonic = time.monotonic()
@@ -280,6 +290,8 @@ class DecoderService:
             ]
             if self._handshakes is not None:
                 background.append(tasks.create_task(self._handshakes.run(), name="handshake-monitor"))
+            for output in self.outputs:
+                background.append(tasks.create_task(output.maintain(self.thread), name="outputs"))
             tasks.create_task(self._supervise(hot, background), name="supervise")
 
     async def _hot_thread(self, done: asyncio.Future[None]) -> None:
@@ -330,6 +342,7 @@ class DecoderService:
             "endpoints": dict(self.endpoints),
             "inference_stalled_s": round(self.thread.stalled_for_s(), 3),
             "decision_log": self._decision_log_report(),
+            "outputs": {output.name: output.report() for output in self.outputs},
             "pid": os.getpid(),
         }
 
@@ -447,6 +460,8 @@ class DecoderService:
             # Sockets are closed with a bounded linger, so term() returns within it.
             await asyncio.to_thread(self._context.term)
             self._context = None
+        for output in self.outputs:
+            await output.stop(stopped)  # lines low, device closed
         if self.pipeline is not None and stopped:
             with contextlib.suppress(Exception):
                 self.pipeline.model.close()

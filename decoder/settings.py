@@ -22,6 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from protocols.ttl import MAX_LINE
+
 ENV_PREFIX = "ACTIONLOOP_"
 ENV_NESTED_DELIMITER = "__"
 
@@ -196,6 +198,39 @@ class SecuritySettings(_Section):
         return self
 
 
+class LineOutputSettings(_Section):
+    """What every TTL output shares: which actions drive which line, and when."""
+
+    lines: dict[str, int] = Field(
+        ..., min_length=1, description="action name -> output line (0..126): high from its onset to its offset"
+    )
+    min_confidence: float = Field(
+        0.0, ge=0.0, le=1.0, description="an onset below this confidence leaves its line low (its offset then too)"
+    )
+    reopen_interval_s: float = Field(1.0, gt=0.0, description="how often a failed or missing device is tried again")
+
+    @field_validator("lines")
+    @classmethod
+    def _line_numbers(cls, lines: dict[str, int]) -> dict[str, int]:
+        bad = [f"{name} = {line}" for name, line in lines.items() if not 0 <= line <= MAX_LINE]
+        if bad:
+            raise ValueError(f"lines must be 0..{MAX_LINE}: {', '.join(bad)}")
+        return lines
+
+
+class SerialOutputSettings(LineOutputSettings):
+    """A USB-serial microcontroller that drives TTL lines (protocols/ttl.py, deploy/arduino/)."""
+
+    port: str = Field(..., min_length=1, description="serial device, e.g. /dev/serial/by-id/usb-Teensy... or /dev/ttyACM0")
+    baud: int = Field(115200, gt=0, description="bit rate; must match the sketch's Serial.begin")
+
+
+class OutputSettings(_Section):
+    """Hardware outputs driven by events; each is off unless its section is present."""
+
+    serial: SerialOutputSettings | None = None
+
+
 class DecoderSettings(BaseSettings):
     """Everything the daemon can be told. See deploy/decoder.toml for a commented example."""
 
@@ -214,6 +249,7 @@ class DecoderSettings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     decision_log: DecisionLogSettings = DecisionLogSettings()
     security: SecuritySettings = SecuritySettings()
+    outputs: OutputSettings = OutputSettings()
 
     @classmethod
     def settings_customise_sources(

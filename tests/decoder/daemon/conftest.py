@@ -37,7 +37,7 @@ FRAME_SHAPE = (32, 32)
 WINDOW = 4
 FRAME_RATE_HZ = 30.0
 SERVICE_TASKS = {"hot-path", "heartbeat", "health", "summary", "control", "supervise", "control-reload",
-                 "handshake-monitor"}
+                 "handshake-monitor", "outputs"}
 
 
 def _export(out: Path, seed: int, frame_dtype: str) -> Path:
