@@ -15,9 +15,10 @@ from decoder.outputs.lines import LineOutput
 from decoder.settings import OutputSettings
 from decoder.stats import Counters
 
-# [outputs.<name>] -> "module:class" of its LineDriver (constructed with that section's settings)
-DRIVERS: dict[str, str] = {
-    "serial": "decoder.outputs.serial:SerialLines",
+# [outputs.<name>] -> ("module:class" of its LineDriver, built with that section's settings; the
+# pyproject extra that installs its library)
+DRIVERS: dict[str, tuple[str, str]] = {
+    "serial": ("decoder.outputs.serial:SerialLines", "serial"),
 }
 
 
@@ -28,7 +29,7 @@ class OutputConfigError(ValueError):
 def build_outputs(settings: OutputSettings, counters: Counters, class_names: Sequence[str]) -> list[LineOutput]:
     """The configured outputs, not yet opened."""
     outputs: list[LineOutput] = []
-    for name, path in DRIVERS.items():
+    for name, (path, extra) in DRIVERS.items():
         section = getattr(settings, name)
         if section is None:
             continue
@@ -43,7 +44,7 @@ def build_outputs(settings: OutputSettings, counters: Counters, class_names: Seq
             module = importlib.import_module(module_name)
         except ImportError as exc:
             raise OutputConfigError(f"outputs.{name} needs a library that is not installed: {exc} "
-                                    f"(pip install 'actionloop[rig]')") from None
+                                    f"(pip install 'actionloop[{extra}]')") from None
         driver = getattr(module, class_name)(section)
         outputs.append(LineOutput(name, driver, section, counters))
     return outputs

@@ -112,3 +112,12 @@ def test_output_settings_are_checked() -> None:
     with pytest.raises(OutputConfigError, match="does not have: sniff"):
         build_outputs(settings.outputs, Counters(), ("groom", "walk"))
     assert build_outputs(load_settings().outputs, Counters(), ("groom",)) == []  # none configured: none built
+
+
+def test_a_missing_device_library_names_the_extra(monkeypatch: Any) -> None:
+    import decoder.outputs
+
+    monkeypatch.setitem(decoder.outputs.DRIVERS, "serial", ("decoder.outputs.no_such_driver:Lines", "serial"))
+    settings = load_settings(outputs={"serial": {"port": "/dev/ttyACM0", "lines": {"groom": 1}}})
+    with pytest.raises(OutputConfigError, match=r"not installed.*actionloop\[serial\]"):
+        build_outputs(settings.outputs, Counters(), ("groom",))
