@@ -57,6 +57,7 @@ class LineOutput:
         self.last_error = ""
         self.open_failures = 0
         self._last_down_log = -float("inf")
+        self._is_open = False  # the driver holds an open device (set and cleared on the loop)
 
     # ---- hot-path thread -----------------------------------------------------------------
 
@@ -137,7 +138,7 @@ class LineOutput:
                 self.counters.output_writes += 1
             except Exception as exc:
                 log.warning("output: could not set the lines low at shutdown", output=self.name, error=str(exc))
-        if self.state != OPENING:  # an open still running on its helper thread ends with the process
+        if self._is_open:  # (an open still running on its helper thread ends with the process)
             await self._close()
         self.state = DOWN
 
@@ -156,10 +157,12 @@ class LineOutput:
                           device=self.driver.description, error=self.last_error, retry_s=self.reopen_interval_s,
                           attempts=self.open_failures)
             return False
+        self._is_open = True
         self._last_down_log = -float("inf")
         return True
 
     async def _close(self) -> None:
+        self._is_open = False
         try:
             await asyncio.wait_for(run_in_daemon_thread(self.driver.close, name=f"output-{self.name}-close"),
                                    CLOSE_TIMEOUT_S)
