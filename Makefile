@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: install demo test test-all bench bench-train bench-inference bench-latency clean
+.PHONY: install demo test test-all bench bench-train bench-inference bench-latency bench-serial clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(PY):
 # torch first (the CPU build on local disk), then the project within a range it satisfies.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test,peer,nwb]"
+	$(PY) -m pip install --quiet -e ".[test,peer,nwb,serial]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,13 +29,16 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -m "not benchmark"
 
-bench: bench-inference bench-latency
+bench: bench-inference bench-latency bench-serial
 
 bench-inference: $(STAMP)
 	$(VENV)/bin/actionloop bench --out bench/inference.json
 
 bench-latency: $(STAMP)
 	$(VENV)/bin/actionloop replay-bench --out bench/latency.json
+
+bench-serial: $(STAMP)
+	$(VENV)/bin/actionloop bench-serial --out bench/serial.json
 
 bench-train: $(STAMP)
 	$(VENV)/bin/actionloop bench-train --out bench/train.json

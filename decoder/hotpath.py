@@ -8,7 +8,7 @@ action PUB socket. Per frame, with no hop to another thread or to the event loop
    sequence gaps counted): it found the thread idle, so it is decoded;
 3. decode: the streaming pipeline (encode the frame once, temporal head, debounce);
 4. publish: the action and any onset/offset events on the PUB socket; their decision-log
-   records are queued;
+   records are queued; each event also goes to the TTL outputs (one non-blocking write);
 5. run what the event loop handed over meanwhile (a status heartbeat to publish, a model swap,
    pause/resume), between two frames, at most ``MAX_CALLS_PER_TURN`` of them (frames first);
 6. latest wins: take every frame that arrived during the decision, NOBLOCK; the newest valid
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ import zmq
 
 from decoder.debounce import Transition
 from decoder.decision_log import DecisionLogWriter
+from decoder.outputs.lines import LineOutput
 from decoder.pipeline import DECODING, FramePipeline
 from decoder.publisher import Publisher
 from decoder.stats import Counters, LatencyWindow, RateLimiter
@@ -70,6 +71,7 @@ class HotPath:
         expect_shape: tuple[int, int],
         expect_dtype: np.dtype,
         clock_shared: bool = False,
+        outputs: Sequence[LineOutput] = (),
     ) -> None:
         self.frames = frames
         self.publisher = publisher
@@ -78,6 +80,7 @@ class HotPath:
         self.counters = counters
         self.limiter = limiter
         self.decision_log = decision_log
+        self.outputs = tuple(outputs)  # TTL devices, written right after each event is published
         self.expect_shape = expect_shape
         self.expect_dtype = expect_dtype
         self.latency = LatencyWindow()  # receive -> publish, the daemon's own share
@@ -258,24 +261,25 @@ class HotPath:
         self, transitions: list[Transition], class_names: tuple[str, ...], model_id: str, session: str = ""
     ) -> None:
         for t in transitions:
-            self.publisher.publish(
-                Event(
-                    kind=t.kind,
-                    action=class_names[t.class_index],
-                    index=t.class_index,
-                    seq=t.sequence,
-                    t_acq_ns=t.t_ns,
-                    t_pub_ns=time.monotonic_ns(),
-                    confidence=min(1.0, max(0.0, t.confidence)),
-                    model_id=model_id,
-                    duration_ns=t.duration_ns,
-                    session=session,
-                )
+            event = Event(
+                kind=t.kind,
+                action=class_names[t.class_index],
+                index=t.class_index,
+                seq=t.sequence,
+                t_acq_ns=t.t_ns,
+                t_pub_ns=time.monotonic_ns(),
+                confidence=min(1.0, max(0.0, t.confidence)),
+                model_id=model_id,
+                duration_ns=t.duration_ns,
+                session=session,
             )
+            self.publisher.publish(event)
+            for output in self.outputs:  # one non-blocking write each; failures stay inside
+                output.on_event(event)
 
-    def publish_parts(self, parts: list[bytes]) -> None:
-        """An already encoded message from the loop (a status heartbeat)."""
-        self.publisher.publish_parts(parts)
+    def publish_parts(self, parts: list[bytes], mirror_parts: list[bytes] | None = None) -> None:
+        """An already encoded message from the loop (a status heartbeat; its JSON for the mirror)."""
+        self.publisher.publish_parts(parts, mirror_parts)
 
     def pause(self) -> None:
         """Stop decoding (frames are counted as paused) and end the active action."""

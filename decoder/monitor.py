@@ -53,15 +53,17 @@ class Monitor:
         if s.thread.alive:
             if self._status_queued:
                 return  # the previous one is not out yet (the hot thread is busy)
+            assert s.publisher is not None
             self._status_queued = True
-            s.thread.post(self._publish_on_hot_thread, encode(self.status_message()))
+            status = self.status_message()  # encoded here, so the hot thread only sends
+            s.thread.post(self._publish_on_hot_thread, encode(status), s.publisher.mirror_encode(status))
         elif s.publisher is not None:
             s.publisher.publish(self.status_message())
 
-    def _publish_on_hot_thread(self, parts: list[bytes]) -> None:
+    def _publish_on_hot_thread(self, parts: list[bytes], mirror_parts: list[bytes] | None) -> None:
         assert self.service.hot is not None
         self._status_queued = False
-        self.service.hot.publish_parts(parts)
+        self.service.hot.publish_parts(parts, mirror_parts)
 
     def latency_summary(self) -> dict[str, float]:
         hot = self.service.hot

@@ -6,7 +6,8 @@
 - run: the hot-path thread (decoder/hotpath.py) decodes every frame socket to socket; the
   event loop runs everything that is not per frame in one ``asyncio.TaskGroup``: heartbeat,
   health/watchdog, periodic summary (decoder/monitor.py) and the control socket
-  (decoder/control.py), which pauses, resumes and reloads through the hot thread's mailbox.
+  (decoder/control.py), which pauses, resumes and reloads through the hot thread's mailbox, and
+  for each TTL output (decoder/outputs/) a task that reopens a failed or missing device.
   A task or the hot thread that crashes cancels the others and ``serve()`` raises: the process
   exits non-zero.
 - shutdown (first SIGTERM/SIGINT, or ``request_shutdown()``): stop intake (the hot thread
@@ -37,8 +38,10 @@ from decoder.handshake_monitor import HandshakeMonitor
 from decoder.hotpath import HotPath
 from decoder.model import LoadedModel, ModelLoader, ReloadNotAllowed, check_reload_allowed, load_model
 from decoder.monitor import Monitor
+from decoder.outputs import OutputConfigError, build_outputs
+from decoder.outputs.lines import LineOutput
 from decoder.pipeline import FramePipeline
-from decoder.publisher import Publisher
+from decoder.publisher import MirroredPublisher, Publisher
 from decoder.security import Curve, SecurityError
 from decoder.settings import DecoderSettings
 from decoder.stats import Counters, RateLimiter
@@ -95,6 +98,7 @@ class DecoderService:
         self._curve: Curve | None = None  # keys are loaded (and checked) at startup
         self._handshakes: HandshakeMonitor | None = None  # with CURVE: refused handshakes counted
         self._metrics: MetricsServer | None = None  # [metrics] enabled: the Prometheus endpoint
+        self.outputs: list[LineOutput] = []  # TTL devices (decoder/outputs/), from [outputs.*]
         self._expect_shape: tuple[int, int] = (0, 0)
         self._expect_dtype = np.dtype("uint16")
 
@@ -174,13 +178,19 @@ class DecoderService:
             except OSError as exc:
                 raise StartupError(f"cannot open decision log {s.decision_log.path}: {exc.strerror or exc}", 78) from exc
         try:
+            self.outputs = build_outputs(s.outputs, self.counters, model.class_names)
+        except OutputConfigError as exc:
+            raise StartupError(str(exc), 78) from exc
+        for output in self.outputs:
+            await output.start()  # a missing device is logged and retried, not fatal
+        try:
             self._open_sockets()
         except zmq.ZMQError as exc:
             raise StartupError(f"cannot set up sockets: {exc}") from exc
         assert self._frames is not None and self.publisher is not None and self._mailbox is not None
         self.hot = HotPath(
             self._frames, self.publisher, self.pipeline, self._mailbox, self.counters, self.limiter,
-            self._decision_log, self._expect_shape, self._expect_dtype, s.sockets.frames_clock_shared,
+            self._decision_log, self._expect_shape, self._expect_dtype, s.sockets.frames_clock_shared, self.outputs,
         )
         if s.metrics.enabled:
             self._start_metrics()
@@ -215,7 +225,7 @@ class DecoderService:
         self._watch_handshakes("actions", pub)
         pub.bind(s.actions)
         self.endpoints["actions"] = pub.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.publisher = Publisher(pub, self._decision_log, self.counters)
+        self.publisher = self._publisher(sync_context, pub)
 
         frames = sync_context.socket(zmq.SUB)
         self._sockets.append(frames)
@@ -263,6 +273,22 @@ class DecoderService:
                 f"cannot serve metrics on {m.host}:{m.port}: {exc.strerror or exc}; "
                 "free the port, or change metrics.port (or set metrics.enabled = false)"
             ) from exc
+    def _publisher(self, context: zmq.Context, pub: zmq.Socket) -> Publisher:  # type: ignore[type-arg]
+        """The plain publisher, or with ``sockets.json_mirror`` one that also sends JSON on a
+        second PUB socket, set up like the first (same high-water mark, linger and CURVE)."""
+        s = self.settings.sockets
+        if s.json_mirror is None:
+            return Publisher(pub, self._decision_log, self.counters)
+        mirror = context.socket(zmq.PUB)
+        self._sockets.append(mirror)
+        mirror.linger = s.linger_ms
+        mirror.sndhwm = s.actions_sndhwm
+        assert self._curve is not None
+        self._curve.server(mirror)
+        self._watch_handshakes("json_mirror", mirror)
+        mirror.bind(s.json_mirror)
+        self.endpoints["json_mirror"] = mirror.getsockopt_string(zmq.LAST_ENDPOINT)
+        return MirroredPublisher(pub, self._decision_log, self.counters, mirror)
 
     def _watch_handshakes(self, name: str, sock: zmq.Socket) -> None:  # type: ignore[type-arg]
         if self._handshakes is not None:
@@ -287,6 +313,8 @@ class DecoderService:
                 background.append(tasks.create_task(self._handshakes.run(), name="handshake-monitor"))
             if self._metrics is not None:
                 background.append(tasks.create_task(self._metrics.harvest(), name="metrics"))
+            for output in self.outputs:
+                background.append(tasks.create_task(output.maintain(self.thread), name="outputs"))
             tasks.create_task(self._supervise(hot, background), name="supervise")
 
     async def _hot_thread(self, done: asyncio.Future[None]) -> None:
@@ -338,6 +366,7 @@ class DecoderService:
             "inference_stalled_s": round(self.thread.stalled_for_s(), 3),
             "decision_log": self._decision_log_report(),
             "online_centring": self._online_centring_report(model),
+            "outputs": {output.name: output.report() for output in self.outputs},
             "pid": os.getpid(),
         }
 
@@ -461,6 +490,8 @@ class DecoderService:
             # Sockets are closed with a bounded linger, so term() returns within it.
             await asyncio.to_thread(self._context.term)
             self._context = None
+        for output in self.outputs:
+            await output.stop(stopped)  # lines low, device closed
         if self.pipeline is not None and stopped:
             with contextlib.suppress(Exception):
                 self.pipeline.model.close()

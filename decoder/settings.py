@@ -14,13 +14,15 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from protocols.ttl import MAX_LINE
 
 ENV_PREFIX = "ACTIONLOOP_"
 ENV_NESTED_DELIMITER = "__"
@@ -47,6 +49,11 @@ class SocketSettings(_Section):
     )
     actions: str = Field("tcp://127.0.0.1:5556", description="PUB socket for actions, events and status (bound)")
     control: str = Field("tcp://127.0.0.1:5557", description="ROUTER socket for control requests (bound)")
+    json_mirror: str | None = Field(
+        None,
+        description="optional second PUB socket (bound) that mirrors actions, events and status as [topic, JSON] "
+        "for clients without msgpack (docs/wire-protocol.md, JSON mirror); unset or empty: off",
+    )
     frames_rcvhwm: int = Field(
         64, ge=1, description="frames ZeroMQ may queue before dropping; the daemon drains them newest-first"
     )
@@ -60,6 +67,11 @@ class SocketSettings(_Section):
         "decided frame (its t_pub_ns -> action published) can be measured; auto: shared when the frames endpoint "
         "is ipc://, inproc:// or TCP on a loopback address",
     )
+
+    @field_validator("json_mirror")
+    @classmethod
+    def _empty_is_off(cls, value: str | None) -> str | None:
+        return value or None  # ACTIONLOOP_SOCKETS__JSON_MIRROR="" turns the mirror off
 
     @property
     def frames_clock_shared(self) -> bool:
@@ -199,6 +211,37 @@ class MetricsSettings(_Section):
         "127.0.0.1", min_length=1, description="address to listen on; loopback: only this host can scrape"
     )
     port: int = Field(9556, ge=0, le=65535, description="TCP port; 0: any free port (the ready log line says which)")
+class LineOutputSettings(_Section):
+    """What every TTL output shares: which actions drive which line, and when."""
+
+    lines: dict[str, int] = Field(
+        ..., min_length=1, description="action name -> output line (0..126): high from its onset to its offset"
+    )
+    min_confidence: float = Field(
+        0.0, ge=0.0, le=1.0, description="an onset below this confidence leaves its line low (its offset then too)"
+    )
+    reopen_interval_s: float = Field(1.0, gt=0.0, description="how often a failed or missing device is tried again")
+
+    @field_validator("lines")
+    @classmethod
+    def _line_numbers(cls, lines: dict[str, int]) -> dict[str, int]:
+        bad = [f"{name} = {line}" for name, line in lines.items() if not 0 <= line <= MAX_LINE]
+        if bad:
+            raise ValueError(f"lines must be 0..{MAX_LINE}: {', '.join(bad)}")
+        return lines
+
+
+class SerialOutputSettings(LineOutputSettings):
+    """A USB-serial microcontroller that drives TTL lines (protocols/ttl.py, deploy/arduino/)."""
+
+    port: str = Field(..., min_length=1, description="serial device, e.g. /dev/serial/by-id/usb-Teensy... or /dev/ttyACM0")
+    baud: int = Field(115200, gt=0, description="bit rate; must match the sketch's Serial.begin")
+
+
+class OutputSettings(_Section):
+    """Hardware outputs driven by events; each is off unless its section is present."""
+
+    serial: SerialOutputSettings | None = None
 
 
 class DecoderSettings(BaseSettings):
@@ -220,6 +263,7 @@ class DecoderSettings(BaseSettings):
     decision_log: DecisionLogSettings = DecisionLogSettings()
     security: SecuritySettings = SecuritySettings()
     metrics: MetricsSettings = MetricsSettings()
+    outputs: OutputSettings = OutputSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -98,6 +98,10 @@ class Counters:
     auth_failures: int = 0  # refused CURVE handshakes on any socket (unknown key, no CURVE, wrong server key)
     reloads: int = 0
     reloads_refused: int = 0
+    output_writes: int = 0  # bytes written to TTL output devices (line changes and all-low; decoder/outputs/)
+    output_lost: int = 0  # line changes not written: the device was down or the write failed
+    output_failures: int = 0  # writes that failed on an open device (unplugged, stopped reading)
+    output_reopens: int = 0  # devices opened again after a failure or a missing device
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("decoder.cli", "run the decoder daemon"),
     "replay": ("tools.bench.replay", "replay a recorded trial into a running daemon and report latency"),
     "replay-bench": ("tools.bench.latency", "the full latency benchmark with floors, written to bench/latency.json"),
+    "bench-serial": ("tools.bench.serial", "decision -> serial TTL byte latency over a pty, written to bench/serial.json"),
     "log": ("tools.decision_log", "read back a daemon decision log"),
     "actions": ("tools.print_actions", "print live actions and events from a daemon"),
     "top": ("tools.top", "live view of one daemon: state, model, frame rates, latency, counters, last events"),

@@ -123,3 +123,53 @@ def cli() -> Callable[[list[str]], int]:
             return main(argv)
 
     return run
+
+
+class PtyPair:
+    """A pseudo-terminal: the daemon opens ``path`` (the slave) with pyserial as it would a
+    USB-serial device; the test reads what arrives on the master."""
+
+    def __init__(self) -> None:
+        import os
+
+        self.master, self._slave = os.openpty()
+        self.path = os.ttyname(self._slave)
+        self.closed = False
+
+    def read(self, quiet_s: float = 0.3, timeout_s: float = 10.0) -> bytes:
+        """Every byte until none has come for ``quiet_s`` (at most ``timeout_s`` in all)."""
+        import os
+        import select
+        import time
+
+        got = bytearray()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], quiet_s)
+            if not ready:
+                break
+            got += os.read(self.master, 4096)
+        return bytes(got)
+
+    def unplug(self) -> None:
+        """Both ends closed: writes to a slave still open fail, as on a pulled USB cable."""
+        import os
+
+        if not self.closed:
+            self.closed = True
+            os.close(self.master)
+            os.close(self._slave)
+
+
+@pytest.fixture
+def pty_pair() -> Iterator[Callable[[], PtyPair]]:
+    """``pty_pair() -> PtyPair``; every pair made is closed after the test."""
+    made: list[PtyPair] = []
+
+    def make() -> PtyPair:
+        made.append(PtyPair())
+        return made[-1]
+
+    yield make
+    for pair in made:
+        pair.unplug()

@@ -39,7 +39,7 @@ WINDOW = 4
 FRAME_RATE_HZ = 30.0
 ONLINE_CENTRING = OnlineCentring(prior_frames=3, time_constant_frames=8)  # short: both phases within a test
 SERVICE_TASKS = {"hot-path", "heartbeat", "health", "summary", "control", "supervise", "control-reload",
-                 "handshake-monitor", "metrics"}
+                 "handshake-monitor", "metrics", "outputs"}
 
 
 def _export(out: Path, seed: int, frame_dtype: str, online_centring: bool = False) -> Path:
