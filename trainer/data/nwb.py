@@ -32,6 +32,7 @@ import numpy as np
 
 from protocols.pixels import PixelTypeError, recording_dtype
 from trainer.data.importers import ImportAssumptionWarning, fill_missing_joints, trial_destination
+from trainer.data.pose_files import as_3d
 from trainer.data.recording import RecordingError, rate_from_times, write_trial
 from trainer.data.schema import UNLABELLED
 
@@ -306,9 +307,7 @@ def _pose(p: Path, container: Any) -> tuple[np.ndarray, np.ndarray, list[str], d
         raise RecordingError(p, f"pose series of {container.name!r} use different units {sorted(units)}")
     unit = units.pop()
     points = np.stack(columns, axis=1)  # T x J x (2|3)
-    if points.shape[2] == 2:
-        warnings.warn(f"{p}: pose {container.name!r} is 2-D; stored with z = 0", ImportAssumptionWarning, stacklevel=3)
-        points = np.concatenate([points, np.zeros((*points.shape[:2], 1))], axis=2)
+    points = as_3d(p, f"pose {container.name!r}", points)
     scale = _MM_PER_UNIT.get(unit.strip().lower())
     if scale is None:
         warnings.warn(f"{p}: pose unit {unit!r} is not a length the importer knows; stored as is (the recording "
