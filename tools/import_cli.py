@@ -1,4 +1,4 @@
-"""`actionloop import {tiff,numpy,nwb}`: bring lab recordings into the recording format."""
+"""`actionloop import {tiff,numpy,suite2p,nwb}`: bring lab recordings into the recording format."""
 
 from __future__ import annotations
 
@@ -34,7 +34,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                                "Anipose, DeepFly3D (--pose-format)")
     npy.add_argument("--labels", type=Path, help=".npy of ints per pose frame, or a labels CSV")
     _clock_arguments(npy, neural_rate="Hz: a clock from 0 s without timestamps; with them, checked against them (0.5 %%)")
-    for p in (tiff, npy):
+    s2p = sub.add_parser("suite2p", help="suite2p's registered movie (plane folder: data.bin + ops.npy, or db.npy + "
+                                         "settings.npy) + a pose file (+ labels)")
+    s2p.add_argument("folder", type=Path, help="plane folder (suite2p/plane0), the suite2p folder, or the folder "
+                                               "holding suite2p/")
+    s2p.add_argument("--plane", type=int, help="plane index, when the suite2p folder has several")
+    s2p.add_argument("--channel", type=int, choices=[1, 2], default=1,
+                     help="1: data.bin (default), 2: data_chan2.bin")
+    s2p.add_argument("--pose", type=Path, required=True, help="pose file: DeepLabCut, SLEAP, Anipose, DeepFly3D or "
+                                                              "T x J x 3 .npy (--pose-format)")
+    s2p.add_argument("--labels", type=Path, help=".npy of ints per pose frame, or a labels CSV")
+    _clock_arguments(s2p, neural_rate="Hz: replaces the settings' fs (suite2p's default of 10 Hz is often left "
+                                      "unset); with --neural-times, checked against them")
+    for p in (tiff, npy, s2p):
         _pose_file_arguments(p)
     nwb = sub.add_parser("nwb", help="NWB files (pynwb): TwoPhotonSeries/ImageSeries + ndx-pose PoseEstimation "
                                      "(+ TimeIntervals labels), one trial per file")
@@ -57,8 +69,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                            "files given)")
     names = "comma-separated action names in label order, a .json file (list, index->name or name->index)"
     tiff.add_argument("--class-names", help=f"{names} (default: the project's fly actions)")
-    npy.add_argument("--class-names", help=f"{names}, or 'default' for the project's fly actions; labels need names")
-    for p in (tiff, npy):
+    for p in (npy, s2p):
+        p.add_argument("--class-names", help=f"{names}, or 'default' for the project's fly actions; labels need names")
+    for p in (tiff, npy, s2p):
         p.add_argument("--animal", required=True, help="animal id")
         p.add_argument("--trial", required=True, help="trial id")
         p.add_argument("--out", type=Path, required=True, help="dataset directory (file named ANIMAL_TRIAL.h5) or a .h5 path")
@@ -66,7 +79,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _clock_arguments(p: argparse.ArgumentParser, neural_rate: str) -> None:
-    """Timestamps, rates and start times of the two clocks (import numpy)."""
+    """Timestamps, rates and start times of the two clocks (import numpy, import suite2p)."""
     p.add_argument("--neural-times", type=Path, help=".npy of neural timestamps, s")
     p.add_argument("--pose-times", type=Path, help=".npy of pose timestamps, s")
     p.add_argument("--neural-rate", type=float, help=neural_rate)
@@ -169,5 +182,10 @@ def _import(args: argparse.Namespace, source: Path | None, class_names: list[str
     clocks = dict(labels=args.labels, neural_times=args.neural_times, pose_times=args.pose_times,
                   neural_rate_hz=args.neural_rate, pose_rate_hz=args.pose_rate, neural_start_s=args.neural_start,
                   pose_start_s=args.pose_start, class_names=class_names, overwrite=args.force, progress=True)
+    if args.source == "suite2p":
+        from trainer.data.suite2p import import_suite2p
+
+        return import_suite2p(args.folder, args.out, animal_id=args.animal, trial_id=args.trial, pose=args.pose,
+                              plane=args.plane, channel=args.channel, **pose_file, **clocks)
     return import_numpy(args.out, animal_id=args.animal, trial_id=args.trial, npz=args.npz, neural=args.neural,
                         pose=args.pose, **pose_file, **clocks)
