@@ -17,7 +17,7 @@ import pickle
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -484,33 +484,30 @@ def pose_into_arrays(arrays: dict[str, Any], pose: str | os.PathLike[str], fmt: 
     return {"pose": Path(pose).name, **pose_file.info}
 
 
-def import_arrays(
-    path: Path,
-    source: Path,
-    arrays: dict[str, Any],
-    *,
-    animal_id: str,
-    trial_id: str,
-    missing: dict[str, str],
-    labels: str | os.PathLike[str] | None = None,
-    neural_times: str | os.PathLike[str] | None = None,
-    pose_times: str | os.PathLike[str] | None = None,
-    neural_rate_hz: float | None = None,
-    pose_rate_hz: float | None = None,
-    neural_start_s: float | None = None,
-    pose_start_s: float | None = None,
-    class_names: Sequence[str] | None = None,
-    joint_names: Sequence[str] | None = None,
-    pose_source: Path | None = None,
-    extra: dict[str, Any] | None = None,
-    progress: bool = False,
-) -> Path:
+class ArrayOptions(TypedDict, total=False):
+    """The clock, label and name options every array importer takes (as import_numpy documents them)."""
+
+    labels: str | os.PathLike[str] | None
+    neural_times: str | os.PathLike[str] | None
+    pose_times: str | os.PathLike[str] | None
+    neural_rate_hz: float | None
+    pose_rate_hz: float | None
+    neural_start_s: float | None
+    pose_start_s: float | None
+    class_names: Sequence[str] | None
+    joint_names: Sequence[str] | None
+
+
+def import_arrays(path: Path, source: Path, arrays: dict[str, Any], *, animal_id: str, trial_id: str,
+                  missing: dict[str, str], pose_source: Path | None = None, extra: dict[str, Any] | None = None,
+                  progress: bool = False, **options: Unpack[ArrayOptions]) -> Path:
     """What every array importer shares (numpy, suite2p): `arrays` holds `neural` (array-like,
     T x H x W), `pose` (T x J x 3) and optionally timestamps, `labels`, `joint_names`,
     `class_names` under import_numpy's keys; clocks, names and labels are checked and combined
     with the options as import_numpy documents, then written atomically to `path`. `missing`
     says, per clock, where timestamps were looked for (for the error without them); errors about
     the pose name `pose_source` (default `source`)."""
+    labels, joint_names, class_names = options.get("labels"), options.get("joint_names"), options.get("class_names")
     if labels is not None and "labels" in arrays:
         raise RecordingError(source, f"holds 'labels' and --labels {labels} was given too; keep one")
     frames = arrays["neural"]
@@ -521,9 +518,11 @@ def import_arrays(
     if points.ndim != 3 or points.shape[2] != 3:
         raise RecordingError(source, f"pose has shape {points.shape}, expected T x J x 3")
     clocks = []
-    for what, keys, file, rate, start, n in (
-            ("neural", NEURAL_TIME_KEYS, neural_times, neural_rate_hz, neural_start_s, len(frames)),
-            ("pose", POSE_TIME_KEYS, pose_times, pose_rate_hz, pose_start_s, len(points))):
+    o = options
+    for what, keys, n, file, rate, start in (
+            ("neural", NEURAL_TIME_KEYS, len(frames), o.get("neural_times"), o.get("neural_rate_hz"),
+             o.get("neural_start_s")),
+            ("pose", POSE_TIME_KEYS, len(points), o.get("pose_times"), o.get("pose_rate_hz"), o.get("pose_start_s"))):
         stamps, key = _one_of(source, arrays, keys)
         if file is not None:
             if stamps is not None:

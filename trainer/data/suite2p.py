@@ -27,15 +27,15 @@ import os
 import pickle
 import re
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 
 from trainer.data.importers import (
     RATE_TOLERANCE,
     SAFE_PICKLE_GLOBALS,
+    ArrayOptions,
     ImportAssumptionWarning,
     SafeUnpickler,
     import_arrays,
@@ -150,30 +150,11 @@ def read_suite2p_plane(folder: Path, channel: int = 1) -> tuple[np.memmap, float
     return frames, float(fs), info
 
 
-def import_suite2p(
-    folder: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    animal_id: str,
-    trial_id: str,
-    pose: str | os.PathLike[str],
-    plane: int | None = None,
-    channel: int = 1,
-    pose_format: str = "auto",
-    pose_individual: str | None = None,
-    pose_min_confidence: float | None = None,
-    labels: str | os.PathLike[str] | None = None,
-    neural_times: str | os.PathLike[str] | None = None,
-    pose_times: str | os.PathLike[str] | None = None,
-    neural_rate_hz: float | None = None,
-    pose_rate_hz: float | None = None,
-    neural_start_s: float | None = None,
-    pose_start_s: float | None = None,
-    class_names: Sequence[str] | None = None,
-    joint_names: Sequence[str] | None = None,
-    overwrite: bool = False,
-    progress: bool = False,
-) -> Path:
+def import_suite2p(folder: str | os.PathLike[str], out: str | os.PathLike[str], *, animal_id: str, trial_id: str,
+                   pose: str | os.PathLike[str], plane: int | None = None, channel: int = 1,
+                   pose_format: str = "auto", pose_individual: str | None = None,
+                   pose_min_confidence: float | None = None, overwrite: bool = False, progress: bool = False,
+                   **options: Unpack[ArrayOptions]) -> Path:
     """One suite2p plane's registered movie + a pose file (+ labels) -> one trial file.
 
     The neural rate is `fs` from the settings unless `neural_rate_hz` replaces it (suite2p's
@@ -182,24 +163,25 @@ def import_suite2p(
     path = trial_destination(out, animal_id, trial_id, overwrite)
     plane_dir = plane_folder(folder, plane)
     frames, fs, info = read_suite2p_plane(plane_dir, channel)
-    if neural_rate_hz is None and neural_times is not None:
+    neural_times = options.get("neural_times")
+    if options.get("neural_rate_hz") is None and neural_times is not None:
         _check_fs(plane_dir, info["suite2p_layout"], fs, neural_times)  # the timestamps' own rate is stored
-    elif neural_rate_hz is None:
-        neural_rate_hz = fs
+        rate_from = "--neural-times"
+    elif options.get("neural_rate_hz") is None:
+        options["neural_rate_hz"] = fs
+        rate_from = "fs"
         if fs == SUITE2P_DEFAULT_FS:
             warnings.warn(f"{plane_dir}: fs is {fs:g} Hz, suite2p's default: if the rate was never set when suite2p "
                           "ran, pass the real one (--neural-rate HZ) or the frame times (--neural-times)",
                           ImportAssumptionWarning, stacklevel=2)
+    else:
+        rate_from = "--neural-rate"
     arrays: dict[str, Any] = {"neural": frames}
-    extra = {"source": "suite2p", "file": plane_dir.name, **info, "neural_rate_from": (
-        "--neural-times" if neural_rate_hz is None else "fs" if neural_rate_hz == fs else "--neural-rate")}
-    extra.update(pose_into_arrays(arrays, pose, pose_format, pose_individual, pose_min_confidence))
+    extra = {"source": "suite2p", "file": plane_dir.name, **info, "neural_rate_from": rate_from,
+             **pose_into_arrays(arrays, pose, pose_format, pose_individual, pose_min_confidence)}
     missing = {"neural": "", "pose": "pass --pose-times FILE.npy"}
     return import_arrays(path, plane_dir / info["suite2p_movie"], arrays, animal_id=animal_id, trial_id=trial_id,
-                         missing=missing, labels=labels, neural_times=neural_times, pose_times=pose_times,
-                         neural_rate_hz=neural_rate_hz, pose_rate_hz=pose_rate_hz, neural_start_s=neural_start_s,
-                         pose_start_s=pose_start_s, class_names=class_names, joint_names=joint_names,
-                         pose_source=Path(pose), extra=extra, progress=progress)
+                         missing=missing, pose_source=Path(pose), extra=extra, progress=progress, **options)
 
 
 def _check_fs(plane_dir: Path, layout: str, fs: float, neural_times: str | os.PathLike[str]) -> None:
