@@ -59,6 +59,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="image axes after the frame axis: xy as NWB specifies (stored transposed to rows x "
                           "columns), or yx for writers that stored rows first")
     nwb.add_argument("--z", type=int, help="z-plane index of a volumetric (frame, x, y, z) series")
+    nwb.add_argument("--pose-file", type=Path, help="pose from a pose tool's file instead of the NWB file's ndx-pose "
+                                                    "(one NWB file; its clock must be the session's: --pose-times, or "
+                                                    "--pose-rate with --pose-start)")
+    nwb.add_argument("--pose-times", type=Path, help=".npy of the pose file's timestamps on the session clock, s")
+    nwb.add_argument("--pose-rate", type=float, help="Hz: the pose file's rate, for a clock from --pose-start")
+    nwb.add_argument("--pose-start", type=float, help="session time of the pose file's first frame, s (default 0)")
+    nwb.add_argument("--joint-names", help="joint names of a pose .npy (comma-separated or .json)")
+    _pose_file_arguments(nwb)
     nwb.add_argument("--animal", help="animal id (default: the file's subject_id; one file only)")
     nwb.add_argument("--trial", help="trial id (default: the file's session_id, else its name; one file only)")
     nwb.add_argument("--out", type=Path, required=True, help="dataset directory (files named ANIMAL_TRIAL.h5)")
@@ -166,11 +174,17 @@ def _import(args: argparse.Namespace, source: Path | None, class_names: list[str
     if args.source == "nwb":
         from trainer.data.nwb import import_nwb
 
-        if len(args.files) > 1 and (args.animal or args.trial):
-            raise ValueError("--animal/--trial name one trial; with several files they come from each file")
+        if len(args.files) > 1 and (args.animal or args.trial or args.pose_file):
+            raise ValueError("--animal/--trial/--pose-file belong to one trial; with several files they come from "
+                             "each file")
+        pose_options = dict(pose_format=args.pose_format, pose_individual=args.pose_individual,
+                            pose_min_confidence=args.pose_min_confidence,
+                            joint_names=_names(args.joint_names, "joint names"), pose_times=args.pose_times,
+                            pose_rate_hz=args.pose_rate, pose_start_s=args.pose_start)
         return import_nwb(source, args.out, animal_id=args.animal, trial_id=args.trial, imaging=args.imaging,
                           pose=args.pose, labels=args.labels, label_column=args.label_column, class_names=class_names,
-                          frame_axes=args.frame_axes, z_plane=args.z, overwrite=args.force, progress=True)
+                          frame_axes=args.frame_axes, z_plane=args.z, pose_file=args.pose_file,
+                          pose_options=pose_options, overwrite=args.force, progress=True)
     pose_file = dict(pose_format=args.pose_format, pose_individual=args.pose_individual,
                      pose_min_confidence=args.pose_min_confidence, joint_names=_names(args.joint_names, "joint names"))
     if args.source == "tiff":

@@ -239,25 +239,21 @@ def import_tiff_deepfly3d(
     """TIFF stack + pose (DeepFly3D pickle, or any `trainer.data.pose_files` format) (+ labels
     CSV) -> one trial file. Timestamps come from the rates and start offsets (the microscope and
     the cameras keep separate clocks)."""
-    from trainer.data.pose_files import read_pose_file
-
     path = trial_destination(out, animal_id, trial_id, overwrite)
     frames = read_tiff_stack(tiff, channel)
     pp = Path(pose_pickle)
-    pose_file = read_pose_file(pp, pose_format, individual=pose_individual, min_confidence=pose_min_confidence)
-    joints = _joint_names(pp, _names(pp, joint_names, _pose_names(pose_file), "joint_names", "--joint-names"),
-                          pose_file.points.shape[1])
-    pose, _ = fill_missing_joints(pp, pose_file.points, joints)
+    pose, pose_times, _, joints, pose_info = pose_with_clock(
+        pp, pose_format=pose_format, pose_individual=pose_individual, pose_min_confidence=pose_min_confidence,
+        joint_names=joint_names, pose_rate_hz=pose_rate_hz, pose_start_s=pose_start_s)
     labels = read_labels_csv(labels_csv, len(pose), class_names) if labels_csv is not None else None
     return write_trial(
         path, animal_id=animal_id, trial_id=trial_id, neural=frames,
         neural_times=_times(len(frames), neural_rate_hz, neural_start_s, "neural", Path(tiff)),
-        pose=pose, pose_times=_times(len(pose), pose_rate_hz, pose_start_s, "pose", pp),
-        joint_names=joints, labels=labels, class_names=class_names,
+        pose=pose, pose_times=pose_times, joint_names=joints, labels=labels, class_names=class_names,
         neural_rate_hz=neural_rate_hz, pose_rate_hz=pose_rate_hz,
-        extra={"source": "tiff+deepfly3d" if pose_file.info["pose_format"] == "deepfly3d" else "tiff",
-               "tiff": Path(tiff).name, "pose": pp.name, "labels": Path(labels_csv).name if labels_csv else None,
-               "channel": channel, **pose_file.info},
+        extra={"source": "tiff+deepfly3d" if pose_info["pose_format"] == "deepfly3d" else "tiff",
+               "tiff": Path(tiff).name, "labels": Path(labels_csv).name if labels_csv else None,
+               "channel": channel, **pose_info},
         progress=progress,
     )
 
@@ -482,6 +478,26 @@ def pose_into_arrays(arrays: dict[str, Any], pose: str | os.PathLike[str], fmt: 
     arrays["pose"] = pose_file.points
     arrays.update(_pose_names(pose_file))
     return {"pose": Path(pose).name, **pose_file.info}
+
+
+def pose_with_clock(pose: str | os.PathLike[str], *, pose_format: str = "auto", pose_individual: str | None = None,
+                    pose_min_confidence: float | None = None, joint_names: Sequence[str] | None = None,
+                    pose_times: str | os.PathLike[str] | None = None, pose_rate_hz: float | None = None,
+                    pose_start_s: float | None = None,
+                    missing: str = "pass --pose-times FILE.npy") -> tuple[np.ndarray, np.ndarray, float, list[str],
+                                                                          dict[str, Any]]:
+    """A pose file on its own clock, for importers whose neural frames come from elsewhere (TIFF,
+    NWB): (points T x J x 3 with missing points interpolated, timestamps, rate, joint names,
+    provenance). The clock follows import_numpy's rules; `missing` says where timestamps could come from."""
+    pp = Path(pose)
+    arrays: dict[str, Any] = {}
+    info = pose_into_arrays(arrays, pp, pose_format, pose_individual, pose_min_confidence)
+    points = arrays["pose"]
+    joints = _joint_names(pp, _names(pp, joint_names, arrays, "joint_names", "--joint-names"), points.shape[1])
+    stamps = None if pose_times is None else np.asarray(load_npy(pose_times, "pose times"))
+    times, rate, origin = _clock(pp, "pose", len(points), stamps, str(pose_times), pose_rate_hz, pose_start_s, missing)
+    points, _ = fill_missing_joints(pp, points, joints)
+    return points, times, rate, joints, {**info, "pose_times": origin}
 
 
 class ArrayOptions(TypedDict, total=False):
