@@ -13,7 +13,8 @@ log = structlog.get_logger(__name__)
 
 def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
-    tiff = sub.add_parser("tiff", help="multi-page TIFF stack + DeepFly3D pose_result pickle (+ labels CSV)")
+    tiff = sub.add_parser("tiff", help="multi-page TIFF stack + DeepFly3D pose_result pickle or another pose file "
+                                       "(+ labels CSV)")
     tiff.add_argument("--tiff", type=Path, required=True, help="2-photon frames, one page per frame")
     tiff.add_argument("--pose", type=Path, required=True, help="DeepFly3D pose_result*.pkl with points3d (T x 38 x 3), "
                                                                "or a pose file of another tool (--pose-format)")

@@ -1,8 +1,12 @@
 """Import what labs have into the recording format.
 
 - 2-photon TIFF stack (tifffile) + DeepFly3D `pose_result` pickle (`points3d`, T x 38 x 3)
-  + optional labels CSV;
-- plain NumPy: one `.npz` with named arrays, or separate `.npy` files.
+  or another pose file + optional labels CSV;
+- plain NumPy: one `.npz` with named arrays, or separate `.npy` files and a pose file.
+
+Pose files of DeepLabCut, SLEAP and Anipose are read by trainer/data/pose_files.py; the pieces
+the array importers share (`import_arrays`, `pose_with_clock`) serve suite2p (suite2p.py) and
+NWB (nwb.py) too.
 
 Every importer validates first and writes through `write_trial` (temporary name, then rename),
 so a bad or interrupted import never leaves a half file.
@@ -470,7 +474,7 @@ def import_numpy(
 
 
 def pose_into_arrays(arrays: dict[str, Any], pose: str | os.PathLike[str], fmt: str, individual: str | None,
-                 min_confidence: float | None) -> dict[str, Any]:
+                     min_confidence: float | None) -> dict[str, Any]:
     """Pose (and joint names, when the file has them) from a pose file into `arrays`; returns provenance."""
     from trainer.data.pose_files import read_pose_file
 

@@ -66,8 +66,11 @@ def detect_format(path: Path) -> str:
         except OSError as exc:
             raise RecordingError(path, f"not a readable HDF5 pose file ({exc})") from None
     if suffix == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), [])
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as f:
+                header = next(csv.reader(f), [])
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise RecordingError(path, f"not a readable CSV pose file ({type(exc).__name__}: {exc})") from None
         if header and header[0].strip() == "scorer":
             return "dlc"  # DeepLabCut's header rows: scorer, (individuals,) bodyparts, coords
         if any(c.endswith("_x") for c in header) and "fnum" in header:

@@ -47,7 +47,7 @@ from trainer.data.recording import RecordingError, rate_from_times
 
 # suite2p's settings carry the processing date (datetime with a timezone) beside arrays and numbers.
 _SUITE2P_GLOBALS = frozenset(SAFE_PICKLE_GLOBALS | {("datetime", "datetime"), ("datetime", "timezone"),
-                                              ("datetime", "timedelta"), ("datetime", "date")})
+                                                   ("datetime", "timedelta"), ("datetime", "date")})
 # suite2p's default `fs`: a file holding exactly this rate may never have been told the real one.
 SUITE2P_DEFAULT_FS = 10.0
 _MOVIES = {1: "data.bin", 2: "data_chan2.bin"}
@@ -141,9 +141,12 @@ def read_suite2p_plane(folder: Path, channel: int = 1) -> tuple[np.memmap, float
                                     f"({frame_bytes} bytes each; Ly and Lx from {layout}): truncated, or not this "
                                     "plane's movie")
     n = size // frame_bytes
-    if "nframes" in meta and int(meta["nframes"]) != n:
+    nframes = meta.get("nframes", n)
+    if isinstance(nframes, bool) or not isinstance(nframes, (int, np.integer)):
+        raise RecordingError(where["nframes"], f"'nframes' is {nframes!r}, expected a number of frames")
+    if nframes != n:
         raise RecordingError(movie, f"holds {n} frames of {int(ly)} x {int(lx)} but 'nframes' in {layout} says "
-                                    f"{int(meta['nframes'])}: truncated or overwritten")
+                                    f"{int(nframes)}: truncated or overwritten")
     frames = np.memmap(movie, dtype=np.int16, mode="r", shape=(n, int(ly), int(lx)))
     info = {"suite2p_layout": layout, "suite2p_plane": folder.name, "suite2p_movie": movie.name,
             "suite2p_fs": float(fs), "suite2p_version": str(meta.get("version", meta.get("suite2p_version", "")))}

@@ -219,6 +219,8 @@ def test_deepfly3d_still_reads_as_before(tmp_path: Path) -> None:
      "neither DeepLabCut's .* nor Anipose's"),
     ("broken DeepLabCut csv", lambda p: p.with_suffix(".csv").write_text("scorer,x\nbodyparts,y\n1,2\n"), {},
      "not a readable DeepLabCut pose file"),
+    ("binary csv", lambda p: p.with_suffix(".csv").write_bytes(b"\xff\xfe\x00\x81" * 8), {},
+     "not a readable CSV pose file"),
     ("h5 that is not HDF5", lambda p: p.with_suffix(".h5").write_text("not hdf5"), {}, "not a readable HDF5 pose file"),
     ("HDF5 without DeepLabCut's table", lambda p: __import__("h5py").File(p.with_suffix(".h5"), "w").close(),
      {}, "not a readable DeepLabCut pose file"),
