@@ -22,7 +22,7 @@ from protocols.logconfig import configure_logging
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("tools.simulate_cli", "write a simulated multi-animal dataset"),
     "inspect": ("tools.inspect_cli", "summarise a dataset (animals, trials, rates, labels, domain gap)"),
-    "import": ("tools.import_cli", "import TIFF + DeepFly3D pose, NumPy arrays or NWB files into the recording format"),
+    "import": ("tools.import_cli", "import TIFF, NumPy, suite2p or NWB recordings (pose: DeepFly3D, DeepLabCut, SLEAP, Anipose) into the recording format"),
     "train": ("trainer.cli_train", "train a neural encoder (contrastive, swapping, baselines)"),
     "evaluate": ("trainer.cli_evaluate", "linear-probe evaluation: JSON report, tables, figures"),
     "bench-train": ("trainer.cli_bench", "run the whole method comparison and write bench/train.json"),

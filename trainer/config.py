@@ -150,6 +150,10 @@ class DataConfig(_Section):
     exclude_animals: list[str] = Field(default_factory=list, description="never train on these (held out)")
     pose_steps: int = Field(0, ge=0, description="pose samples per neural frame; 0 = pose rate / neural rate, at most 8")
     cache_dir: str = Field("", description="keep pooled frames here and reuse them across runs ('' = in memory only)")
+    body_anchor: list[str] = Field(
+        default_factory=list, description="joints fixed to the body whose mean is its position in pose normalisation "
+        "(empty: DeepFly3D's *_ThC joints, else a joint named thorax, body, centroid or centre, else all joints, "
+        "announced)")
 
 
 class TrainConfig(_Section):

@@ -56,6 +56,7 @@ class FrameTable:
     frame_shape: tuple[int, int]
     frame_dtype: str
     pose_scales: dict[str, float] = field(default_factory=dict)
+    body_anchor: list[str] = field(default_factory=list)  # joints centred on in pose normalisation
     # Session calibration (encoders with "session" normalisation; see `calibrate_table`): the
     # group template, each animal's calibration, and its per-pixel log mean stacked (A, h, w).
     template: np.ndarray | None = None
@@ -112,6 +113,7 @@ class FrameTable:
             "windows": self.n_windows, "labelled_windows": int((self.window_labels() >= 0).sum()),
             "frame_shape": list(self.frame_shape), "pooled_shape": list(self.pooled.shape[1:]),
             "frame_rate_hz": self.frame_rate_hz, "window": self.window, "pose_steps": self.pose_steps,
+            "joints": len(self.joint_names), "body_anchor": self.body_anchor,
         }
 
 
@@ -138,6 +140,7 @@ def build_frame_table(
     remove_animal_mean: bool = False,
     cache_dir: Path | None = None,
     progress: bool = True,
+    body_anchor: Sequence[str] = (),
 ) -> FrameTable:
     """Read trials `paths`, pool their frames with `frame_encoder.preprocess`, align pose segments.
 
@@ -145,8 +148,10 @@ def build_frame_table(
     dataset fingerprint and the pool factor, and later runs on the same data (other methods,
     seeds, resumes) reuse it instead of reading and pooling every raw frame again.
 
-    Raises `RecordingError` (naming the file) for unreadable or inconsistent trials and
-    `ValueError` when no trial is long enough for one window."""
+    Poses are centred on the `body_anchor` joints (`trainer.swapping.body_anchor_joints`; empty:
+    the skeleton's own rule). Raises `RecordingError` (naming the file) for unreadable or
+    inconsistent trials and `ValueError` when no trial is long enough for one window or an anchor
+    joint is not in the skeleton."""
     if not paths:
         raise ValueError("no trial files to train on")
     metas = []
@@ -162,7 +167,10 @@ def build_frame_table(
         raise ValueError(f"frames are {frame_shape} but the encoder was built for {frame_encoder.frame_shape}")
     joints = {tuple(m[7]) for m in metas}
     if len(joints) != 1:
-        raise RecordingError(paths[0].parent, "trials have different joint names")
+        first = metas[0][7]
+        other = next(i for i, m in enumerate(metas) if m[7] != first)
+        raise RecordingError(paths[0].parent, f"trials have different joint names: {paths[0].name} has {first}, "
+                                              f"{paths[other].name} has {metas[other][7]}; one skeleton per dataset")
     classes = {tuple(m[8]) for m in metas if m[8]}
     if len(classes) > 1:
         raise RecordingError(paths[0].parent, f"trials disagree on class names: {sorted(classes)}")
@@ -173,7 +181,7 @@ def build_frame_table(
     if pose_steps <= 0:
         pose_steps = int(np.clip(round(float(np.median([m[6] for m in metas])) / rate), 1, MAX_POSE_STEPS))
     joint_names = list(joints.pop())
-    anchor = body_anchor_joints(joint_names)
+    anchor = body_anchor_joints(joint_names, body_anchor)
     n_total = sum(m[2] for m in metas)
     ph, pw = frame_encoder.pooled_shape
     factor = frame_encoder.downsample.factor
@@ -247,7 +255,7 @@ def build_frame_table(
         starts=np.concatenate(starts), animals=animal_names, trial_keys=trial_keys,
         class_names=list(classes.pop()) if classes else [], joint_names=joint_names, window=window,
         pose_steps=pose_steps, frame_rate_hz=rate, frame_shape=frame_shape,
-        frame_dtype=metas[0][4], pose_scales=scales,
+        frame_dtype=metas[0][4], pose_scales=scales, body_anchor=[joint_names[i] for i in anchor],
     )
 
 

@@ -4,9 +4,12 @@ another animal, so that positive pairs cross animals and identity stops helping 
 Pose normalisation (`normalise_poses`)
     Poses are compared after removing what differs between animals but says nothing about the
     action:
-    1. global position: every frame is centred on its body anchor, the mean of the thorax-coxa
-       (``*_ThC``) joints, which are fixed to the thorax (the mean of all joints if the skeleton
-       has none); the legs' motion is kept relative to the body;
+    1. global position: every frame is centred on its body anchor, the mean of joints fixed to
+       the body (`body_anchor_joints`: the joints named in `data.body_anchor`; else DeepFly3D's
+       thorax-coxa ``*_ThC`` joints; else a joint named like the body's centre, e.g. ``thorax``,
+       ``body``, ``centroid``; else, announced by the trainer, the mean of all joints, which moves
+       with the limbs and so leaves some posture in the position); the limbs' motion is kept
+       relative to the body. Any skeleton works: joints are only ever indexed by position;
     2. global scale: each animal's poses are divided by that animal's median (over its frames)
        RMS distance of the joints from the anchor, so limb-length differences vanish but a
        frame's own posture (legs stretched or folded) is kept;
@@ -72,10 +75,25 @@ import torch
 from torch import Tensor
 
 
-def body_anchor_joints(joint_names: Sequence[str]) -> list[int]:
-    """Indices of the thorax-fixed joints used as the body centre (all joints if none)."""
-    idx = [i for i, name in enumerate(joint_names) if name.endswith("_ThC")]
-    return idx or list(range(len(joint_names)))
+# Joint names (lower case) taken as the body's centre when a skeleton has no DeepFly3D *_ThC joints.
+BODY_CENTRE_NAMES = frozenset({"thorax", "body", "centroid", "center", "centre", "body_center", "body_centre",
+                               "bodycenter", "mid_body", "midbody"})
+
+
+def body_anchor_joints(joint_names: Sequence[str], anchor: Sequence[str] = ()) -> list[int]:
+    """Indices of the joints whose mean is the body's position (module docstring): the joints
+    named in `anchor`; else DeepFly3D's ``*_ThC``; else those named in BODY_CENTRE_NAMES; else all.
+    Raises ValueError for an `anchor` name the skeleton lacks."""
+    names = list(joint_names)
+    if anchor:
+        unknown = [a for a in anchor if a not in names]
+        if unknown:
+            raise ValueError(f"body anchor joints {unknown} are not in the recording's skeleton "
+                             f"({', '.join(names)}); set data.body_anchor to some of these")
+        return [names.index(a) for a in anchor]
+    idx = [i for i, name in enumerate(names) if name.endswith("_ThC")]
+    idx = idx or [i for i, name in enumerate(names) if name.lower() in BODY_CENTRE_NAMES]
+    return idx or list(range(len(names)))
 
 
 def animal_scale(poses: np.ndarray, anchor: Sequence[int]) -> float:

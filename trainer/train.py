@@ -400,7 +400,11 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike[str], out_dir: str | os.
     encoder = build_encoder(cfg, frame_shape)
     table = build_frame_table(paths, encoder.frame_encoder, encoder.window, cfg.data.pose_steps,
                               cfg.swap.remove_animal_mean, cache_dir=Path(cfg.data.cache_dir) if cfg.data.cache_dir else None,
-                              progress=cfg.progress and dd.main)
+                              progress=cfg.progress and dd.main, body_anchor=cfg.data.body_anchor)
+    if len(table.body_anchor) == len(table.joint_names) > 1 and not cfg.data.body_anchor:
+        log.warning("pose normalisation centres each frame on the mean of all joints: the skeleton names no body "
+                    "anchor (DeepFly3D *_ThC, or thorax, body, centroid, centre); set data.body_anchor=[...] to "
+                    "joints fixed to the body", joints=table.joint_names)
     if encoder.frame_encoder.session is not None:
         calibrate_table(table, progress=cfg.progress and dd.main)
         log.info("session calibration", **{name: c.summary() for name, c in table.calibrations.items()})

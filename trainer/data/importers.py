@@ -1,8 +1,12 @@
 """Import what labs have into the recording format.
 
 - 2-photon TIFF stack (tifffile) + DeepFly3D `pose_result` pickle (`points3d`, T x 38 x 3)
-  + optional labels CSV;
-- plain NumPy: one `.npz` with named arrays, or separate `.npy` files.
+  or another pose file + optional labels CSV;
+- plain NumPy: one `.npz` with named arrays, or separate `.npy` files and a pose file.
+
+Pose files of DeepLabCut, SLEAP and Anipose are read by trainer/data/pose_files.py; the pieces
+the array importers share (`import_arrays`, `pose_with_clock`) serve suite2p (suite2p.py) and
+NWB (nwb.py) too.
 
 Every importer validates first and writes through `write_trial` (temporary name, then rename),
 so a bad or interrupted import never leaves a half file.
@@ -17,17 +21,17 @@ import pickle
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
-from protocols.pixels import PixelTypeError, recording_pixels
+from protocols.pixels import PixelTypeError, recording_dtype, recording_pixels
 from trainer.data.recording import RecordingError, rate_from_times, write_trial
 from trainer.data.schema import ACTION_NAMES, JOINT_NAMES, UNLABELLED
 
 # What a DeepFly3D pose_result pickle may contain: plain containers and NumPy arrays. Anything
 # else (a pickle can name any callable) is refused instead of executed.
-_SAFE_GLOBALS = {
+SAFE_PICKLE_GLOBALS = {
     ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
@@ -35,9 +39,15 @@ _SAFE_GLOBALS = {
 }
 
 
-class _SafeUnpickler(pickle.Unpickler):
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickles only the globals in `allowed` (default: NumPy arrays and plain containers)."""
+
+    def __init__(self, file: Any, allowed: frozenset[tuple[str, str]] | set[tuple[str, str]] = SAFE_PICKLE_GLOBALS) -> None:
+        super().__init__(file)
+        self.allowed = allowed
+
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
+        if (module, name) in self.allowed:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only NumPy arrays and containers are allowed)")
 
@@ -67,7 +77,7 @@ def read_deepfly3d_pose(path: str | os.PathLike[str]) -> np.ndarray:
         raise RecordingError(p, "pose file does not exist")
     try:
         with open(p, "rb") as f:
-            data = _SafeUnpickler(f).load()
+            data = SafeUnpickler(f).load()
     except (pickle.UnpicklingError, EOFError, AttributeError, ValueError, TypeError, IndexError) as exc:
         raise RecordingError(p, f"not a readable DeepFly3D pose pickle ({exc})") from None
     if not isinstance(data, dict) or "points3d" not in data:
@@ -223,28 +233,36 @@ def import_tiff_deepfly3d(
     pose_start_s: float = 0.0,
     class_names: Sequence[str] = ACTION_NAMES,
     channel: int | None = None,
+    pose_format: str = "auto",
+    pose_individual: str | None = None,
+    pose_min_confidence: float | None = None,
+    joint_names: Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
-    """TIFF stack + DeepFly3D pose (+ labels CSV) -> one trial file. Timestamps come from the
-    rates and start offsets (the microscope and the cameras keep separate clocks)."""
+    """TIFF stack + pose (DeepFly3D pickle, or any `trainer.data.pose_files` format) (+ labels
+    CSV) -> one trial file. Timestamps come from the rates and start offsets (the microscope and
+    the cameras keep separate clocks)."""
     path = trial_destination(out, animal_id, trial_id, overwrite)
     frames = read_tiff_stack(tiff, channel)
-    pose = read_deepfly3d_pose(pose_pickle)
+    pp = Path(pose_pickle)
+    pose, pose_times, _, joints, pose_info = pose_with_clock(
+        pp, pose_format=pose_format, pose_individual=pose_individual, pose_min_confidence=pose_min_confidence,
+        joint_names=joint_names, pose_rate_hz=pose_rate_hz, pose_start_s=pose_start_s)
     labels = read_labels_csv(labels_csv, len(pose), class_names) if labels_csv is not None else None
     return write_trial(
         path, animal_id=animal_id, trial_id=trial_id, neural=frames,
         neural_times=_times(len(frames), neural_rate_hz, neural_start_s, "neural", Path(tiff)),
-        pose=pose, pose_times=_times(len(pose), pose_rate_hz, pose_start_s, "pose", Path(pose_pickle)),
-        joint_names=JOINT_NAMES, labels=labels, class_names=class_names,
+        pose=pose, pose_times=pose_times, joint_names=joints, labels=labels, class_names=class_names,
         neural_rate_hz=neural_rate_hz, pose_rate_hz=pose_rate_hz,
-        extra={"source": "tiff+deepfly3d", "tiff": Path(tiff).name, "pose": Path(pose_pickle).name,
-               "labels": Path(labels_csv).name if labels_csv else None, "channel": channel},
+        extra={"source": "tiff+deepfly3d" if pose_info["pose_format"] == "deepfly3d" else "tiff",
+               "tiff": Path(tiff).name, "labels": Path(labels_csv).name if labels_csv else None,
+               "channel": channel, **pose_info},
         progress=progress,
     )
 
 
-def _load_npy(path: str | os.PathLike[str], what: str) -> np.ndarray:
+def load_npy(path: str | os.PathLike[str], what: str) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise RecordingError(p, f"{what} file does not exist")
@@ -360,6 +378,30 @@ def _class_names(source: Path, names: list[str] | None, labels: np.ndarray | Non
     return names
 
 
+def _pose_names(pose_file: Any) -> dict[str, Any]:
+    return {"joint_names": pose_file.joint_names} if pose_file.joint_names is not None else {}
+
+
+class PixelBlocks:
+    """A frames x H x W array-like (np.memmap, h5py dataset) seen in the recording dtype
+    (protocols/pixels.py), converted one block at a time as write_trial copies it, so an int16
+    movie larger than RAM is never converted whole."""
+
+    def __init__(self, source: Path, frames: Any) -> None:
+        try:
+            self.dtype = recording_dtype(frames.dtype)
+        except PixelTypeError as exc:
+            raise RecordingError(source, f"neural frames: {exc}") from None
+        self.frames = frames
+        self.shape = tuple(int(s) for s in frames.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return np.asarray(self.frames[key]).astype(self.dtype, copy=False)
+
+
 def import_numpy(
     out: str | os.PathLike[str],
     *,
@@ -377,14 +419,19 @@ def import_numpy(
     pose_start_s: float | None = None,
     class_names: Sequence[str] | None = None,
     joint_names: Sequence[str] | None = None,
+    pose_format: str = "auto",
+    pose_individual: str | None = None,
+    pose_min_confidence: float | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
     """NumPy arrays -> one trial file.
 
     Either `npz` (keys: `neural`, `pose`; optional timestamps under NEURAL_TIME_KEYS and
-    POSE_TIME_KEYS, `labels`, `joint_names`, `class_names`) or separate `neural`/`pose` .npy
-    files (optional `labels`: .npy of ints or a labels CSV; `neural_times`/`pose_times` .npy).
+    POSE_TIME_KEYS, `labels`, `joint_names`, `class_names`) or a separate `neural` .npy and a
+    `pose` file: a T x J x 3 .npy or any `trainer.data.pose_files` format (DeepLabCut, SLEAP,
+    Anipose, DeepFly3D; `pose_format`, `pose_individual`, `pose_min_confidence`), with optional
+    `labels` (.npy of ints or a labels CSV) and `neural_times`/`pose_times` .npy.
 
     Recorded timestamps are always used; a rate given as well must agree with them within
     RATE_TOLERANCE; a rate alone makes a clock from `*_start_s` (default 0 s). Labels need class names (from the file
@@ -394,6 +441,7 @@ def import_numpy(
     path = trial_destination(out, animal_id, trial_id, overwrite)
     arrays: dict[str, Any] = {}
     source: Path
+    extra: dict[str, Any] = {"source": "numpy"}
     if npz is not None:
         if neural is not None or pose is not None:
             raise ValueError("give either npz or neural/pose .npy files, not both")
@@ -408,40 +456,105 @@ def import_numpy(
         for key in ("neural", "pose"):
             if key not in arrays:
                 raise RecordingError(source, f"missing array '{key}' (found {sorted(arrays)})")
+        missing = {what: f"looked for {', '.join(keys)} in the file (it holds {', '.join(sorted(arrays))})"
+                   for what, keys in (("neural", NEURAL_TIME_KEYS), ("pose", POSE_TIME_KEYS))}
     else:
         if neural is None or pose is None:
             raise ValueError("give npz, or both neural and pose .npy files")
         source = Path(neural)
-        arrays["neural"] = _load_npy(neural, "neural")
-        arrays["pose"] = _load_npy(pose, "pose")
+        arrays["neural"] = load_npy(neural, "neural")
+        extra.update(pose_into_arrays(arrays, pose, pose_format, pose_individual, pose_min_confidence))
+        missing = {what: f"pass --{what}-times FILE.npy" for what in ("neural", "pose")}
+    extra["file"] = source.name
+    return import_arrays(path, source, arrays, animal_id=animal_id, trial_id=trial_id, missing=missing,
+                         labels=labels, neural_times=neural_times, pose_times=pose_times,
+                         neural_rate_hz=neural_rate_hz, pose_rate_hz=pose_rate_hz, neural_start_s=neural_start_s,
+                         pose_start_s=pose_start_s, class_names=class_names, joint_names=joint_names,
+                         pose_source=None if pose is None else Path(pose), extra=extra, progress=progress)
+
+
+def pose_into_arrays(arrays: dict[str, Any], pose: str | os.PathLike[str], fmt: str, individual: str | None,
+                     min_confidence: float | None) -> dict[str, Any]:
+    """Pose (and joint names, when the file has them) from a pose file into `arrays`; returns provenance."""
+    from trainer.data.pose_files import read_pose_file
+
+    pose_file = read_pose_file(pose, fmt, individual=individual, min_confidence=min_confidence)
+    arrays["pose"] = pose_file.points
+    arrays.update(_pose_names(pose_file))
+    return {"pose": Path(pose).name, **pose_file.info}
+
+
+def pose_with_clock(pose: str | os.PathLike[str], *, pose_format: str = "auto", pose_individual: str | None = None,
+                    pose_min_confidence: float | None = None, joint_names: Sequence[str] | None = None,
+                    pose_times: str | os.PathLike[str] | None = None, pose_rate_hz: float | None = None,
+                    pose_start_s: float | None = None,
+                    missing: str = "pass --pose-times FILE.npy") -> tuple[np.ndarray, np.ndarray, float, list[str],
+                                                                          dict[str, Any]]:
+    """A pose file on its own clock, for importers whose neural frames come from elsewhere (TIFF,
+    NWB): (points T x J x 3 with missing points interpolated, timestamps, rate, joint names,
+    provenance). The clock follows import_numpy's rules; `missing` says where timestamps could come from."""
+    pp = Path(pose)
+    arrays: dict[str, Any] = {}
+    info = pose_into_arrays(arrays, pp, pose_format, pose_individual, pose_min_confidence)
+    points = arrays["pose"]
+    joints = _joint_names(pp, _names(pp, joint_names, arrays, "joint_names", "--joint-names"), points.shape[1])
+    stamps = None if pose_times is None else np.asarray(load_npy(pose_times, "pose times"))
+    times, rate, origin = _clock(pp, "pose", len(points), stamps, str(pose_times), pose_rate_hz, pose_start_s, missing)
+    points, _ = fill_missing_joints(pp, points, joints)
+    return points, times, rate, joints, {**info, "pose_times": origin}
+
+
+class ArrayOptions(TypedDict, total=False):
+    """The clock, label and name options every array importer takes (as import_numpy documents them)."""
+
+    labels: str | os.PathLike[str] | None
+    neural_times: str | os.PathLike[str] | None
+    pose_times: str | os.PathLike[str] | None
+    neural_rate_hz: float | None
+    pose_rate_hz: float | None
+    neural_start_s: float | None
+    pose_start_s: float | None
+    class_names: Sequence[str] | None
+    joint_names: Sequence[str] | None
+
+
+def import_arrays(path: Path, source: Path, arrays: dict[str, Any], *, animal_id: str, trial_id: str,
+                  missing: dict[str, str], pose_source: Path | None = None, extra: dict[str, Any] | None = None,
+                  progress: bool = False, **options: Unpack[ArrayOptions]) -> Path:
+    """What every array importer shares (numpy, suite2p): `arrays` holds `neural` (array-like,
+    T x H x W), `pose` (T x J x 3) and optionally timestamps, `labels`, `joint_names`,
+    `class_names` under import_numpy's keys; clocks, names and labels are checked and combined
+    with the options as import_numpy documents, then written atomically to `path`. `missing`
+    says, per clock, where timestamps were looked for (for the error without them); errors about
+    the pose name `pose_source` (default `source`)."""
+    labels, joint_names, class_names = options.get("labels"), options.get("joint_names"), options.get("class_names")
     if labels is not None and "labels" in arrays:
         raise RecordingError(source, f"holds 'labels' and --labels {labels} was given too; keep one")
     frames = arrays["neural"]
-    if frames.ndim != 3:
+    if len(frames.shape) != 3:
         raise RecordingError(source, f"neural has shape {frames.shape}, expected frames x height x width")
-    frames = _neural_dtype(source, frames)
+    frames = PixelBlocks(source, frames)
     points = np.asarray(arrays["pose"])
     if points.ndim != 3 or points.shape[2] != 3:
         raise RecordingError(source, f"pose has shape {points.shape}, expected T x J x 3")
-    found = ", ".join(sorted(arrays)) if npz is not None else ""
     clocks = []
-    for what, keys, file, rate, start, n in (
-            ("neural", NEURAL_TIME_KEYS, neural_times, neural_rate_hz, neural_start_s, len(frames)),
-            ("pose", POSE_TIME_KEYS, pose_times, pose_rate_hz, pose_start_s, len(points))):
+    o = options
+    for what, keys, n, file, rate, start in (
+            ("neural", NEURAL_TIME_KEYS, len(frames), o.get("neural_times"), o.get("neural_rate_hz"),
+             o.get("neural_start_s")),
+            ("pose", POSE_TIME_KEYS, len(points), o.get("pose_times"), o.get("pose_rate_hz"), o.get("pose_start_s"))):
         stamps, key = _one_of(source, arrays, keys)
         if file is not None:
             if stamps is not None:
                 raise RecordingError(source, f"holds {what} timestamps '{key}' and --{what}-times {file} was given too; "
                                              "keep one")
-            stamps, origin = np.asarray(_load_npy(file, f"{what} times")), str(file)
+            stamps, origin = np.asarray(load_npy(file, f"{what} times")), str(file)
         else:
             origin = f"'{key}'"
-        missing = (f"looked for {', '.join(keys)} in the file (it holds {found})" if npz is not None
-                   else f"pass --{what}-times FILE.npy")
-        clocks.append(_clock(source, what, n, stamps, origin, rate, start, missing))
+        clocks.append(_clock(source, what, n, stamps, origin, rate, start, missing[what]))
     (n_times, n_rate, n_origin), (p_times, p_rate, p_origin) = clocks
-    joints = _joint_names(source, _names(source, joint_names, arrays, "joint_names", "--joint-names"),
-                          points.shape[1])
+    ps = pose_source or source
+    joints = _joint_names(ps, _names(ps, joint_names, arrays, "joint_names", "--joint-names"), points.shape[1])
     names = _names(source, class_names, arrays, "class_names", "--class-names")
     lab: np.ndarray | None = arrays.get("labels")
     if labels is not None:
@@ -451,14 +564,14 @@ def import_numpy(
                 raise _no_class_names(lp, "labels CSV")
             lab = read_labels_csv(lp, len(points), names)
         else:
-            lab = np.asarray(_load_npy(lp, "labels"))
+            lab = np.asarray(load_npy(lp, "labels"))
     names = _class_names(source, names, lab)
     if np.issubdtype(points.dtype, np.floating):
-        points, _ = fill_missing_joints(source, points.astype(np.float32), joints)
+        points, _ = fill_missing_joints(ps, points.astype(np.float32), joints)
     return write_trial(
         path, animal_id=animal_id, trial_id=trial_id, neural=frames, neural_times=n_times,
         pose=points, pose_times=p_times, joint_names=joints, labels=lab, class_names=names,
         neural_rate_hz=n_rate, pose_rate_hz=p_rate,
-        extra={"source": "numpy", "file": source.name, "neural_times": n_origin, "pose_times": p_origin},
+        extra={**(extra or {}), "neural_times": n_origin, "pose_times": p_origin},
         progress=progress,
     )

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from protocols.pixels import PixelTypeError, recording_dtype
-from trainer.data.importers import ImportAssumptionWarning, fill_missing_joints, trial_destination
+from trainer.data.importers import ImportAssumptionWarning, fill_missing_joints, pose_with_clock, trial_destination
+from trainer.data.pose_files import as_3d
 from trainer.data.recording import RecordingError, rate_from_times, write_trial
 from trainer.data.schema import UNLABELLED
 
@@ -61,6 +62,8 @@ def import_nwb(
     class_names: Sequence[str] | None = None,
     frame_axes: str = "xy",
     z_plane: int | None = None,
+    pose_file: str | os.PathLike[str] | None = None,
+    pose_options: dict[str, Any] | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
@@ -68,8 +71,9 @@ def import_nwb(
 
     `animal_id` defaults to the file's subject_id, `trial_id` to its session_id (else the file
     name). `imaging`/`pose`/`labels` name the series, pose container and TimeIntervals table
-    when the file has several. Raises RecordingError naming the file and the problem; nothing is
-    written on error.
+    when the file has several. `pose_file` takes the pose from a pose tool's file instead of
+    ndx-pose (`trainer.data.importers.pose_with_clock`, with `pose_options`; its clock must be the
+    session's). Raises RecordingError naming the file and the problem; nothing is written on error.
     """
     p = Path(nwb_path)
     if frame_axes not in ("xy", "yx"):
@@ -89,18 +93,27 @@ def import_nwb(
                                     f"(it holds {_inventory(objects)})")
         frames = _Frames(p, series, frame_axes, z_plane)
         neural_times, neural_rate = _series_clock(p, series, frames.shape[0], f"{series.name!r}")
-        container = _choose(p, objects, POSE_TYPES, pose, "pose estimation", exclude_children_of="MultiCameraPoseEstimation")
-        if container is None:
-            raise RecordingError(p, "no pose: no ndx-pose PoseEstimation in the file (the trainer learns from pose; "
-                                    f"it holds {_inventory(objects)})")
-        points, pose_times, joints, pose_info = _pose(p, container)
+        if pose_file is not None:
+            if pose is not None:
+                raise ValueError("--pose names a PoseEstimation in the NWB file, --pose-file a pose file: give one")
+            points, pose_times, pose_rate, joints, pose_info = pose_with_clock(
+                pose_file, missing="pass --pose-times FILE.npy or --pose-rate HZ (on the NWB file's session clock)",
+                **(pose_options or {}))
+        else:
+            container = _choose(p, objects, POSE_TYPES, pose, "pose estimation",
+                                exclude_children_of="MultiCameraPoseEstimation")
+            if container is None:
+                raise RecordingError(p, "no pose: no ndx-pose PoseEstimation in the file (the trainer learns from "
+                                        f"pose; it holds {_inventory(objects)}); or give a pose file (--pose-file)")
+            points, pose_times, joints, pose_info = _pose(p, container)
+            pose_rate = rate_from_times(pose_times) if len(pose_times) > 1 else None
         source = _label_source(p, objects, labels, label_column)
         lab, names, label_info = (None, [], {"labels": None}) if source is None else _labels(
             p, source, label_column, class_names, pose_times)
         return write_trial(
             dest, animal_id=animal, trial_id=str(trial), neural=frames, neural_times=neural_times,
             pose=points, pose_times=pose_times, joint_names=joints, labels=lab, class_names=names,
-            neural_rate_hz=neural_rate, pose_rate_hz=rate_from_times(pose_times) if len(pose_times) > 1 else None,
+            neural_rate_hz=neural_rate, pose_rate_hz=pose_rate,
             extra={"source": "nwb", "file": p.name, "imaging": series.name, "frame_axes": frame_axes,
                    "z_plane": z_plane, "neural_dtype_in_file": str(frames.source_dtype), **pose_info, **label_info},
             progress=progress,
@@ -306,9 +319,7 @@ def _pose(p: Path, container: Any) -> tuple[np.ndarray, np.ndarray, list[str], d
         raise RecordingError(p, f"pose series of {container.name!r} use different units {sorted(units)}")
     unit = units.pop()
     points = np.stack(columns, axis=1)  # T x J x (2|3)
-    if points.shape[2] == 2:
-        warnings.warn(f"{p}: pose {container.name!r} is 2-D; stored with z = 0", ImportAssumptionWarning, stacklevel=3)
-        points = np.concatenate([points, np.zeros((*points.shape[:2], 1))], axis=2)
+    points = as_3d(p, f"pose {container.name!r}", points)
     scale = _MM_PER_UNIT.get(unit.strip().lower())
     if scale is None:
         warnings.warn(f"{p}: pose unit {unit!r} is not a length the importer knows; stored as is (the recording "

@@ -399,3 +399,40 @@ def test_a_small_nwb_dataset_imports_and_trains(tmp_path: Path, write_dataset, f
             assert b.class_names == list(ACTION_NAMES) and b.joint_names == a.joint_names
     result = train(load_config("tiny", fast_overrides), data, tmp_path / "run")
     assert result.checkpoint.is_file()
+
+
+def test_pose_from_a_pose_tools_file_on_the_session_clock(tmp_path: Path) -> None:
+    """An NWB session without ndx-pose, and the DeepLabCut file of its camera: --pose-file."""
+    import warnings
+
+    shown = warnings.showwarning
+    _require("movement")  # its import routes Python warnings to its own logger: undone
+    from movement.io import load_poses, save_poses
+
+    warnings.showwarning = shown
+    rng = np.random.default_rng(8)
+    frames_xy = rng.integers(0, 4000, (45, 6, 8)).astype(np.uint16)
+    nwb = _nwbfile()
+    _add_two_photon(nwb, frames_xy, start=0.5)
+    _add_labels(nwb, [(0.45, 1.0, "walk"), (1.0, 2.0, "rest"), (2.5, 3.0, "groom")])
+    src = _write(nwb, tmp_path / "session.nwb")
+    xy = rng.normal(200, 30, (320, 2, len(JOINTS), 1))
+    dlc = tmp_path / "camDLC_resnet50.h5"
+    save_poses.to_dlc_file(load_poses.from_numpy(xy, np.ones((320, len(JOINTS), 1)), individual_names=["fly1"],
+                                                 keypoint_names=list(JOINTS)), dlc, split_individuals=False)
+    argv = ["import", "nwb", str(src), "--pose-file", str(dlc), "--pose-rate", "100", "--pose-start", "0.45",
+            "--class-names", ",".join(ACTIONS), "--out", str(tmp_path)]
+    assert main([*argv, "--pose", "PoseEstimation"]) == 1  # two pose sources
+    assert main([str(a) for a in (*argv[:2], src, *argv[2:])]) == 1  # one pose file for two sessions
+    assert main(argv) == 0
+    pose_times = 0.45 + np.arange(320) / 100.0
+    with open_trial(tmp_path / "fly1_s1.h5") as t:
+        np.testing.assert_array_equal(t.neural[()], frames_xy.transpose(0, 2, 1))
+        np.testing.assert_allclose(t.pose[:, :, :2], xy[..., 0].transpose(0, 2, 1), rtol=1e-6)
+        np.testing.assert_allclose(t.pose_times, pose_times)
+        assert t.joint_names == JOINTS and t.pose_rate_hz == 100.0 and t.attrs["pose_format"] == "dlc"
+        expected = np.full(320, -1)
+        expected[(pose_times >= 0.45) & (pose_times < 1.0)] = 0
+        expected[(pose_times >= 1.0) & (pose_times < 2.0)] = 1
+        expected[(pose_times >= 2.5) & (pose_times < 3.0)] = 2
+        np.testing.assert_array_equal(t.labels, expected)
