@@ -57,6 +57,26 @@ def echo_server(zmq_context: zmq.Context) -> Iterator[RunningEcho]:
     assert not thread.is_alive(), "echo thread did not stop"
 
 
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny exported bundle for tests that run the real daemon: an untrained 32 x 32 uint16
+    encoder, window 4, 30 Hz, with a random head (it checks the plumbing, not decoding accuracy)."""
+    import torch
+
+    from trainer.data.schema import ACTION_NAMES
+    from trainer.export import export_model
+    from trainer.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("neural_conv", frame_shape=(32, 32), window=4, channels=(4, 8), features=8,
+                        temporal_channels=8, embedding_dim=8).eval()
+    weight = torch.randn(len(ACTION_NAMES), 8, generator=torch.Generator().manual_seed(0))
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    export_model(model, weight, torch.zeros(len(ACTION_NAMES)), ACTION_NAMES, out, 30.0, frame_dtype="uint16",
+                 include_pt2=False, parity_tolerance=1e-2)
+    return out
+
+
 @pytest.fixture
 def tiny_data() -> object:
     """A factory of small in-memory recordings (16 x 16 uint16 frames, 3 label classes)."""

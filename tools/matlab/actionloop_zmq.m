@@ -1,0 +1,146 @@
+function varargout = actionloop_zmq(op, varargin)
+%ACTIONLOOP_ZMQ  The few ZeroMQ calls the actionloop clients make, in one place.
+%   sock  = actionloop_zmq('socket', type)          type: 'XPUB', 'PUB' or 'SUB'
+%   ep    = actionloop_zmq('bind', sock, endpoint)  the endpoint actually bound (port '*' resolved)
+%           actionloop_zmq('connect', sock, endpoint)
+%           actionloop_zmq('subscribe', sock, prefix)
+%           actionloop_zmq('send', sock, parts)     parts: cell of uint8/char rows, one message
+%   parts = actionloop_zmq('recv', sock, wait_ms, max_bytes)
+%           the next multipart message as a cell of uint8 rows, {} when none came within wait_ms
+%           (0: do not wait); a part of max_bytes or more comes back as exactly max_bytes bytes
+%           (the Octave binding truncates it), so callers refuse parts of that length
+%           actionloop_zmq('close', sock)
+%
+%   GNU Octave: the octave-zeromq package (Debian/Ubuntu: apt-get install octave-zeromq;
+%   elsewhere: pkg install -forge zeromq), loaded here on first use.
+%   MATLAB: JeroMQ, the Java implementation of ZeroMQ (put jeromq-<version>.jar on the Java
+%   class path, e.g. javaaddpath('C:\rig\jeromq-0.6.0.jar')), as MATLAB has no ZeroMQ binding of
+%   its own. Everything else in tools/matlab is plain MATLAB code shared by both.
+
+    persistent is_octave
+    if isempty(is_octave)
+        is_octave = exist('OCTAVE_VERSION', 'builtin') ~= 0;
+        if is_octave
+            pkg('load', 'zeromq');
+        end
+    end
+    if is_octave
+        [varargout{1:nargout}] = octave_op(op, varargin{:});
+    else
+        [varargout{1:nargout}] = jeromq_op(op, varargin{:});
+    end
+end
+
+function varargout = octave_op(op, varargin)
+    sock = [];
+    if ~strcmp(op, 'socket')
+        sock = varargin{1};
+    end
+    switch op
+        case 'socket'
+            types = struct('XPUB', ZMQ_XPUB, 'PUB', ZMQ_PUB, 'SUB', ZMQ_SUB);
+            varargout{1} = zmq_socket(types.(varargin{1}));
+        case 'bind'
+            if ~zmq_bind(sock, varargin{2})
+                error('actionloop:zmq', 'cannot bind %s: %s', varargin{2}, zmq_strerror());
+            end
+            varargout{1} = zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT);
+        case 'connect'
+            if ~zmq_connect(sock, varargin{2})
+                error('actionloop:zmq', 'cannot connect to %s: %s', varargin{2}, zmq_strerror());
+            end
+        case 'subscribe'
+            zmq_setsockopt(sock, ZMQ_SUBSCRIBE, char(varargin{2}));
+        case 'send'
+            parts = varargin{2};
+            for k = 1:numel(parts)
+                flags = 0;
+                if k < numel(parts)
+                    flags = ZMQ_SNDMORE;
+                end
+                if zmq_send(sock, uint8(parts{k}), flags) < 0
+                    error('actionloop:zmq', 'send failed: %s', zmq_strerror());
+                end
+            end
+        case 'recv'
+            varargout{1} = {};
+            if ~zmq_poll(sock, varargin{2})
+                return
+            end
+            parts = {};
+            while true
+                parts{end + 1} = reshape(zmq_recv(sock, varargin{3}, 0), 1, []); %#ok<AGROW>
+                if ~zmq_getsockopt(sock, ZMQ_RCVMORE)
+                    break
+                end
+            end
+            varargout{1} = parts;
+        case 'close'
+            zmq_close(sock);
+        otherwise
+            error('actionloop:zmq', 'unknown operation %s', op);
+    end
+end
+
+function varargout = jeromq_op(op, varargin)
+    % Untested: no MATLAB here (see docs/rig.md). JeroMQ's org.zeromq.ZMQ API, Java byte[] <-> int8.
+    persistent context
+    if isempty(context)
+        context = org.zeromq.ZMQ.context(1);
+    end
+    sock = [];
+    if ~strcmp(op, 'socket')
+        sock = varargin{1};
+    end
+    switch op
+        case 'socket'
+            types = struct('XPUB', org.zeromq.ZMQ.XPUB, 'PUB', org.zeromq.ZMQ.PUB, 'SUB', org.zeromq.ZMQ.SUB);
+            sock = context.socket(types.(varargin{1}));
+            sock.setLinger(100);  % a bounded flush at close, as the Python clients
+            varargout{1} = sock;
+        case 'bind'
+            sock.bind(varargin{2});
+            varargout{1} = char(sock.getLastEndpoint());
+        case 'connect'
+            sock.connect(varargin{2});
+        case 'subscribe'
+            sock.subscribe(to_java(varargin{2}));
+        case 'send'
+            parts = varargin{2};
+            for k = 1:numel(parts)
+                if k < numel(parts)
+                    ok = sock.sendMore(to_java(parts{k}));
+                else
+                    ok = sock.send(to_java(parts{k}), 0);
+                end
+                if ~ok
+                    error('actionloop:zmq', 'send failed');
+                end
+            end
+        case 'recv'
+            varargout{1} = {};
+            sock.setReceiveTimeOut(max(varargin{2}, 0));
+            first = sock.recv(0);
+            if isempty(first)
+                return
+            end
+            parts = {from_java(first, varargin{3})};
+            while sock.hasReceiveMore()
+                parts{end + 1} = from_java(sock.recv(0), varargin{3}); %#ok<AGROW>
+            end
+            varargout{1} = parts;
+        case 'close'
+            sock.close();
+        otherwise
+            error('actionloop:zmq', 'unknown operation %s', op);
+    end
+end
+
+function out = to_java(bytes)
+    out = typecast(uint8(bytes(:)'), 'int8');
+end
+
+function out = from_java(bytes, max_bytes)
+    out = typecast(int8(bytes(:)'), 'uint8');
+    out = out(1:min(end, max_bytes));
+end
