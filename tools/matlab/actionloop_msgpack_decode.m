@@ -26,10 +26,13 @@ function value = actionloop_msgpack_decode(bytes)
 end
 
 function [value, pos] = decode_at(b, pos, depth)
+    % few function calls per value: they are what costs time in Octave's interpreter
     if depth > 32
         error('actionloop:msgpack', 'nesting deeper than 32 levels at offset %d', pos - 1);
     end
-    need(b, pos, 1);
+    if pos > numel(b)
+        truncated(b, pos, 1);
+    end
     code = double(b(pos));
     pos = pos + 1;
     if code < 128                      % positive fixint
@@ -58,13 +61,22 @@ function [value, pos] = decode_at(b, pos, depth)
             case 203
                 value = typecast(take(b, pos, 8), 'double');
                 pos = pos + 8;
-            case {204, 205, 206, 207}  % uint8 .. uint64
-                n = 2 ^ (code - 204);
-                value = uint64(typecast(take(b, pos, n), unsigned_class(n)));
-                pos = pos + n;
-            case {208, 209, 210, 211}  % int8 .. int64
+            case 204                   % uint8 .. uint64
+                value = uint64(take(b, pos, 1));
+                pos = pos + 1;
+            case 205
+                value = uint64(typecast(take(b, pos, 2), 'uint16'));
+                pos = pos + 2;
+            case 206
+                value = uint64(typecast(take(b, pos, 4), 'uint32'));
+                pos = pos + 4;
+            case 207
+                value = typecast(take(b, pos, 8), 'uint64');
+                pos = pos + 8;
+            case {208, 209, 210, 211}  % int8 .. int64; 0 and up as uint64, as for the unsigned forms
                 n = 2 ^ (code - 208);
-                value = int64(typecast(take(b, pos, n), signed_class(n)));
+                names = {'int8', 'int16', '', 'int32', '', '', '', 'int64'};
+                value = int64(typecast(take(b, pos, n), names{n}));
                 if value >= 0
                     value = uint64(value);
                 end
@@ -88,7 +100,16 @@ function [value, pos] = decode_map(b, pos, n, depth)
     value = struct();
     for k = 1:n
         key_at = pos - 1;
-        [key, pos] = decode_at(b, pos, depth + 1);
+        if pos <= numel(b) && b(pos) >= 160 && b(pos) < 192 && pos + double(b(pos)) - 160 <= numel(b)
+            last = pos + double(b(pos)) - 160;  % a short string, as every key is: read it in place
+            key = char(b(pos + 1:last));
+            pos = last + 1;
+            if any(key > 127)
+                key = reshape(native2unicode(uint8(key), 'UTF-8'), 1, []);
+            end
+        else
+            [key, pos] = decode_at(b, pos, depth + 1);
+        end
         if ~ischar(key)
             error('actionloop:msgpack', 'map key at offset %d is not a string', key_at);
         end
@@ -100,15 +121,19 @@ function [value, pos] = decode_map(b, pos, n, depth)
 end
 
 function [value, pos] = decode_array(b, pos, n, depth)
-    need(b, pos, n);  % every element takes at least one byte: refuse absurd lengths early
+    if pos + n - 1 > numel(b)  % every element takes at least one byte: refuse absurd lengths early
+        truncated(b, pos, n);
+    end
     items = cell(1, n);
+    uniform = true;  % every element a numeric or logical scalar of the first one's class
     for k = 1:n
         [items{k}, pos] = decode_at(b, pos, depth + 1);
+        uniform = uniform && (isnumeric(items{k}) || islogical(items{k})) && isscalar(items{k}) ...
+                  && isa(items{k}, class(items{1}));
     end
     if n == 0
         value = zeros(1, 0);  % not [], which is nil
-    elseif all(cellfun(@(x) (isnumeric(x) || islogical(x)) && isscalar(x), items)) && ...
-            all(strcmp(cellfun(@class, items, 'UniformOutput', false), class(items{1})))
+    elseif uniform
         value = [items{:}];
     else
         value = items;
@@ -116,44 +141,35 @@ function [value, pos] = decode_array(b, pos, n, depth)
 end
 
 function [value, pos] = decode_str(b, pos, n)
-    raw = take_raw(b, pos, n);
-    if n == 0
-        value = '';
-    else
-        value = native2unicode(raw, 'UTF-8');
-        value = reshape(value, 1, []);
+    last = pos + n - 1;
+    if last > numel(b)
+        truncated(b, pos, n);
     end
-    pos = pos + n;
+    raw = b(pos:last);
+    pos = last + 1;
+    if all(raw < 128)
+        value = char(raw);  % ASCII, the usual case: no conversion needed
+    else
+        value = reshape(native2unicode(raw, 'UTF-8'), 1, []);
+    end
 end
 
 function [n, pos] = length_at(b, pos, width)
-    n = double(typecast(take(b, pos, width), unsigned_class(width)));
+    names = {'uint8', 'uint16', '', 'uint32'};
+    n = double(typecast(take(b, pos, width), names{width}));
     pos = pos + width;
 end
 
 function out = take(b, pos, n)
-    % n bytes at pos in host (little-endian) order, ready for typecast
-    out = fliplr(take_raw(b, pos, n));
-end
-
-function out = take_raw(b, pos, n)
-    need(b, pos, n);
-    out = b(pos:pos + n - 1);
-end
-
-function need(b, pos, n)
-    if pos + n - 1 > numel(b)
-        error('actionloop:msgpack', 'truncated: %d byte(s) needed at offset %d, %d left', ...
-              n, pos - 1, max(0, numel(b) - pos + 1));
+    % n bytes at pos, reversed into host (little-endian) order for typecast
+    last = pos + n - 1;
+    if last > numel(b)
+        truncated(b, pos, n);
     end
+    out = b(last:-1:pos);
 end
 
-function name = unsigned_class(n)
-    names = {'uint8', 'uint16', '', 'uint32', '', '', '', 'uint64'};
-    name = names{n};
-end
-
-function name = signed_class(n)
-    names = {'int8', 'int16', '', 'int32', '', '', '', 'int64'};
-    name = names{n};
+function truncated(b, pos, n)
+    error('actionloop:msgpack', 'truncated: %d byte(s) needed at offset %d, %d left', ...
+          n, pos - 1, max(0, numel(b) - pos + 1));
 end

@@ -120,5 +120,5 @@ end
 
 function out = big_endian(little)
     % typecast gives the host's byte order; MATLAB and Octave run on little-endian hosts only
-    out = fliplr(reshape(little, 1, []));
+    out = little(end:-1:1);
 end
