@@ -429,3 +429,63 @@ async def test_octave_publishes_into_the_real_daemon_and_reads_its_actions(
     assert decoding and all(a["action"] and len(a["probs"]) > 0 for a in decoding)
     assert any(line.startswith("msg status ") for line in octave_lines)
     assert octave_lines[-1].startswith("rejected 0"), octave_lines[-1]
+
+
+def _json_mirror_option() -> str:
+    """The daemon's JSON mirror endpoint setting as 'section.field' ("" while it has none): a
+    string field of a settings section whose name mentions json."""
+    from decoder.settings import DecoderSettings
+
+    for section, info in DecoderSettings.model_fields.items():
+        fields = getattr(info.annotation, "model_fields", {})
+        for name, field in fields.items():
+            if "json" in name and field.annotation in (str, str | None):
+                return f"{section}.{name}"
+    return ""
+
+
+async def test_octave_reads_the_daemons_json_mirror(tmp_path: Path, tiny_bundle: Path, zmq_context: zmq.Context,
+                                                    processes: list[subprocess.Popen[str]]) -> None:
+    """Frames in from Python, the daemon's JSON mirror read by Octave with jsondecode: one action per
+    frame (or counted as skipped/dropped), as the msgpack stream."""
+    option = _json_mirror_option()
+    if not option:
+        pytest.skip("the daemon has no JSON mirror setting yet (a str field named *json* in a settings section)")
+    from decoder.service import DecoderService
+    from decoder.settings import load_settings
+    from protocols.client import FramePublisher
+
+    section, name = option.split(".")
+    publisher = FramePublisher("tcp://127.0.0.1:*", context=zmq_context)
+    sockets = {"frames": publisher.endpoint, "actions": "tcp://127.0.0.1:*", "control": "tcp://127.0.0.1:*",
+               "linger_ms": 100}
+    overrides: dict[str, Any] = {"sockets": sockets}
+    overrides.setdefault(section, {})[name] = "tcp://127.0.0.1:*"
+    settings = load_settings(model={"bundle": tiny_bundle}, backend={"name": "onnxruntime", "warmup_frames": 2},
+                             policy={"heartbeat_interval_s": 0.05}, decision_log={"path": tmp_path / "d.msgpack"},
+                             logging={"summary_interval_s": 60.0}, **overrides)
+    service = DecoderService(settings)
+    task = asyncio.create_task(service.serve(install_signal_handlers=False))
+    try:
+        await asyncio.wait_for(service.ready.wait(), timeout=60)
+        endpoint = next(v for k, v in service.endpoints.items() if "json" in k)
+        subscriber = octave(SUBSCRIBER.format(
+            endpoint=endpoint, format="json", count=10_000, dump="jsonencode(msg)",
+            after=(f"if n == 1, printf('ready\\n'); fflush(stdout); end\n"
+                   f"if strcmp(topic, 'action') && msg.seq == {FRAMES - 1}, break; end")))
+        processes.append(subscriber)
+        await asyncio.to_thread(read_until, subscriber, "ready", 60)
+        assert await asyncio.to_thread(publisher.wait_for_subscriber, 10.0)
+        frames = np.random.default_rng(0).integers(0, 4000, size=(FRAMES, 32, 32), dtype=np.uint16)
+        for frame in frames:
+            publisher.publish(frame)
+            await asyncio.sleep(1 / 30)
+        out, err = await asyncio.to_thread(subscriber.communicate, timeout=60)
+    finally:
+        service.request_shutdown()
+        await asyncio.wait_for(task, timeout=15)
+        publisher.close(0)
+    assert subscriber.returncode == 0, err
+    actions = [json.loads(line.split(" ", 2)[2]) for line in out.splitlines() if line.startswith("msg action ")]
+    assert actions and actions[-1]["seq"] == FRAMES - 1
+    assert len(actions) + sum(a.get("skipped", 0) + a.get("dropped", 0) for a in actions) == FRAMES

@@ -16,6 +16,8 @@ function pub = actionloop_publisher(endpoint, varargin)
 
     opts = struct('bind', true, 'session', '');
     opts = actionloop_options(opts, varargin);
+    endpoint = char(endpoint);  % MATLAB string arrays ("...") as well as char
+    opts.session = char(opts.session);
     if ~ischar(opts.session) || numel(opts.session) > 128
         error('actionloop:publisher', 'session must be a string of at most 128 characters');
     end

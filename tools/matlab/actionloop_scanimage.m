@@ -62,7 +62,12 @@ function varargout = actionloop_scanimage(src, evt, endpoint, channel, session)
     if ~strcmp(event, 'frameAcquired')
         return
     end
-    [pixels, layout, number, timestamp_s] = actionloop_scanimage_frame(src.hSI, channel);
+    if (isstruct(src) && isfield(src, 'hSI')) || (isobject(src) && isprop(src, 'hSI'))
+        hSI = src.hSI;  % src is ScanImage's UserFunctions component (the event's source)
+    else
+        hSI = src;      % or the ScanImage object itself
+    end
+    [pixels, layout, number, timestamp_s] = actionloop_scanimage_frame(hSI, channel);
     if number == last_number
         return  % the same frame again: published already
     end

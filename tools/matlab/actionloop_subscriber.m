@@ -14,11 +14,9 @@ function sub = actionloop_subscriber(endpoint, varargin)
     if ~any(strcmp(opts.format, {'msgpack', 'json'}))
         error('actionloop:subscriber', 'format must be msgpack or json (got %s)', opts.format);
     end
+    endpoint = char(endpoint);  % MATLAB string arrays ("...") as well as char
+    topics = cellstr(opts.topics);
     sub.socket = actionloop_zmq('socket', 'SUB');
-    topics = opts.topics;
-    if ischar(topics)
-        topics = {topics};
-    end
     for k = 1:numel(topics)
         actionloop_zmq('subscribe', sub.socket, topics{k});
     end

@@ -119,7 +119,7 @@ function varargout = jeromq_op(op, varargin)
             end
         case 'recv'
             varargout{1} = {};
-            sock.setReceiveTimeOut(max(varargin{2}, 0));
+            sock.setReceiveTimeOut(varargin{2});  % -1: wait forever, 0: do not wait, as zmq_poll
             first = sock.recv(0);
             if isempty(first)
                 return
