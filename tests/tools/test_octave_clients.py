@@ -1,14 +1,18 @@
-"""The MATLAB/Octave clients (tools/matlab) run in real GNU Octave with the octave-zeromq package:
-frames they publish are decoded by the Python codec and by the real daemon, and the messages
-they decode are compared with what Python sends or reads. Skipped, with the reason, where
-Octave or its zeromq package is missing (.ci/run installs both). ScanImage cannot run here:
-its user function is called with a struct laid out as ScanImage's lastStripeData."""
+"""The MATLAB/Octave clients (tools/matlab) run in real GNU Octave: frames they publish are
+decoded by the Python codec and by the real daemon, and the messages they decode are compared
+with what Python sends or reads. Every test runs twice, once per ZeroMQ binding of
+tools/matlab/actionloop_zmq.m: octave-zeromq (Octave's; skipped, with the reason, where Octave
+or the package is missing; .ci/run installs both) and JeroMQ through the Java interface (the one
+MATLAB uses; skipped unless Octave has a JVM and a JeroMQ jar, e.g. Debian's libjeromq-java, or
+ACTIONLOOP_JEROMQ_JAR). MATLAB itself cannot run here, nor ScanImage: its user function is
+called with a struct laid out as ScanImage's lastStripeData."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -42,14 +46,39 @@ def _octave_missing() -> str:
     return ""
 
 
+JEROMQ_JAR = os.environ.get("ACTIONLOOP_JEROMQ_JAR", "/usr/share/java/jeromq.jar")
+
+
+@functools.cache
+def _jeromq_missing() -> str:
+    """Why the JeroMQ variant cannot run here ("" when it can)."""
+    if not Path(JEROMQ_JAR).is_file():
+        return f"no JeroMQ jar at {JEROMQ_JAR} (Debian: apt-get install libjeromq-java; or set ACTIONLOOP_JEROMQ_JAR)"
+    probe = subprocess.run([OCTAVE or "octave-cli", *_FLAGS, "--eval", "disp(usejava('jvm'))"],
+                           capture_output=True, text=True, timeout=60)
+    if probe.stdout.strip() != "1":
+        return "octave has no Java VM (Debian: apt-get install default-jre-headless)"
+    return ""
+
+
 _FLAGS = ("--quiet", "--norc", "--no-history", "--no-window-system")
 pytestmark = pytest.mark.skipif(bool(_octave_missing()), reason=_octave_missing() or "octave present")
 
 
+@pytest.fixture(autouse=True, params=["octave-zeromq", "jeromq"])
+def zmq_binding(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ZeroMQ binding the Octave processes of a test use (ACTIONLOOP_ZMQ, read by actionloop_zmq.m)."""
+    if request.param == "jeromq" and _jeromq_missing():
+        pytest.skip(_jeromq_missing())
+    monkeypatch.setenv("ACTIONLOOP_ZMQ", request.param)
+    return str(request.param)
+
+
 def octave(script: str) -> subprocess.Popen[str]:
-    """An Octave process running ``script`` with tools/matlab on its path."""
+    """An Octave process running ``script`` with tools/matlab (and JeroMQ, when chosen) on its path."""
     assert OCTAVE is not None
-    return subprocess.Popen([OCTAVE, *_FLAGS, "--eval", f"addpath('{MATLAB_DIR}'); {script}"],
+    java = f"javaaddpath('{JEROMQ_JAR}'); " if os.environ.get("ACTIONLOOP_ZMQ") == "jeromq" else ""
+    return subprocess.Popen([OCTAVE, *_FLAGS, "--eval", f"{java}addpath('{MATLAB_DIR}'); {script}"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
 
 

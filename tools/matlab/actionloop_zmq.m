@@ -15,16 +15,27 @@ function varargout = actionloop_zmq(op, varargin)
 %   elsewhere: pkg install -forge zeromq), loaded here on first use.
 %   MATLAB: JeroMQ, the Java implementation of ZeroMQ (put jeromq-<version>.jar on the Java
 %   class path, e.g. javaaddpath('C:\rig\jeromq-0.6.0.jar')), as MATLAB has no ZeroMQ binding of
-%   its own. Everything else in tools/matlab is plain MATLAB code shared by both.
+%   its own. The environment variable ACTIONLOOP_ZMQ (octave-zeromq or jeromq) overrides the
+%   choice, read once per session: Octave with Java can use JeroMQ too. Everything else in
+%   tools/matlab is plain MATLAB code shared by both.
 
-    persistent is_octave
-    if isempty(is_octave)
-        is_octave = exist('OCTAVE_VERSION', 'builtin') ~= 0;
-        if is_octave
+    persistent backend
+    if isempty(backend)
+        backend = getenv('ACTIONLOOP_ZMQ');
+        if isempty(backend)
+            if exist('OCTAVE_VERSION', 'builtin') ~= 0
+                backend = 'octave-zeromq';
+            else
+                backend = 'jeromq';
+            end
+        end
+        if strcmp(backend, 'octave-zeromq')
             pkg('load', 'zeromq');
+        elseif ~strcmp(backend, 'jeromq')
+            error('actionloop:zmq', 'ACTIONLOOP_ZMQ must be octave-zeromq or jeromq (got %s)', backend);
         end
     end
-    if is_octave
+    if strcmp(backend, 'octave-zeromq')
         [varargout{1:nargout}] = octave_op(op, varargin{:});
     else
         [varargout{1:nargout}] = jeromq_op(op, varargin{:});
@@ -83,10 +94,12 @@ function varargout = octave_op(op, varargin)
 end
 
 function varargout = jeromq_op(op, varargin)
-    % Untested: no MATLAB here (see docs/rig.md). JeroMQ's org.zeromq.ZMQ API, Java byte[] <-> int8.
+    % JeroMQ's org.zeromq.ZMQ API through the Java interface of MATLAB or Octave; Java byte[] <-> int8.
+    % Only calls both interfaces share: javaMethod for the static factory, socket types as
+    % ZeroMQ's numbers, instance methods with dot syntax.
     persistent context
     if isempty(context)
-        context = org.zeromq.ZMQ.context(1);
+        context = javaMethod('context', 'org.zeromq.ZMQ', 1);
     end
     sock = [];
     if ~strcmp(op, 'socket')
@@ -94,13 +107,20 @@ function varargout = jeromq_op(op, varargin)
     end
     switch op
         case 'socket'
-            types = struct('XPUB', org.zeromq.ZMQ.XPUB, 'PUB', org.zeromq.ZMQ.PUB, 'SUB', org.zeromq.ZMQ.SUB);
+            types = struct('PUB', 1, 'SUB', 2, 'XPUB', 9);  % zmq.h's ZMQ_PUB, ZMQ_SUB, ZMQ_XPUB
             sock = context.socket(types.(varargin{1}));
             sock.setLinger(100);  % a bounded flush at close, as the Python clients
             varargout{1} = sock;
         case 'bind'
-            sock.bind(varargin{2});
-            varargout{1} = char(sock.getLastEndpoint());
+            endpoint = varargin{2};
+            if numel(endpoint) > 2 && strcmp(endpoint(end - 1:end), ':*')
+                % JeroMQ 0.3 has no ZMQ_LAST_ENDPOINT; bindToRandomPort is in every version
+                port = sock.bindToRandomPort(endpoint(1:end - 2));
+                varargout{1} = sprintf('%s:%d', endpoint(1:end - 2), port);
+            else
+                sock.bind(endpoint);
+                varargout{1} = endpoint;
+            end
         case 'connect'
             sock.connect(varargin{2});
         case 'subscribe'
@@ -121,7 +141,7 @@ function varargout = jeromq_op(op, varargin)
             varargout{1} = {};
             sock.setReceiveTimeOut(varargin{2});  % -1: wait forever, 0: do not wait, as zmq_poll
             first = sock.recv(0);
-            if isempty(first)
+            if isempty(first)  % null: nothing came (no protocol message has an empty first part)
                 return
             end
             parts = {from_java(first, varargin{3})};
