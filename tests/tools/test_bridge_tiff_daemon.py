@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -26,22 +28,13 @@ SHAPE = (32, 32)
 RATE_HZ = 30.0
 
 
-async def test_the_tiff_bridge_drives_the_real_daemon(tmp_path: Path, tiny_bundle: Path, zmq_context: zmq.Context,
+async def test_the_tiff_bridge_drives_the_real_daemon(tmp_path: Path, tiny_daemon_settings: Callable[..., Any],
+                                                      zmq_context: zmq.Context,
                                                       async_zmq_context: zmq.asyncio.Context) -> None:
     from decoder.service import DecoderService
-    from decoder.settings import load_settings
 
     publisher = FramePublisher("tcp://127.0.0.1:*", context=zmq_context)  # the bridge's, bound; the daemon connects
-    settings = load_settings(
-        model={"bundle": tiny_bundle},
-        sockets={"frames": publisher.endpoint, "actions": "tcp://127.0.0.1:*", "control": "tcp://127.0.0.1:*",
-                 "linger_ms": 100},
-        backend={"name": "onnxruntime", "warmup_frames": 2},
-        policy={"heartbeat_interval_s": 0.05},
-        decision_log={"path": tmp_path / "decisions.msgpack"},
-        logging={"summary_interval_s": 60.0},
-    )
-    service = DecoderService(settings)
+    service = DecoderService(tiny_daemon_settings(publisher.endpoint))
     task = asyncio.create_task(service.serve(install_signal_handlers=False))
     subscriber: AsyncActionSubscriber | None = None
     stop = threading.Event()

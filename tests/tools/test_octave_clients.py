@@ -18,7 +18,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from protocols.messages import Action, Event, Status
 
 MATLAB_DIR = Path(__file__).resolve().parents[2] / "tools" / "matlab"
 OCTAVE = shutil.which("octave-cli") or shutil.which("octave")
+_FLAGS = ("--quiet", "--norc", "--no-history", "--no-window-system")
 
 
 @functools.cache
@@ -61,7 +62,6 @@ def _jeromq_missing() -> str:
     return ""
 
 
-_FLAGS = ("--quiet", "--norc", "--no-history", "--no-window-system")
 pytestmark = pytest.mark.skipif(bool(_octave_missing()), reason=_octave_missing() or "octave present")
 
 
@@ -79,12 +79,18 @@ def octave(script: str) -> subprocess.Popen[str]:
     assert OCTAVE is not None
     java = f"javaaddpath('{JEROMQ_JAR}'); " if os.environ.get("ACTIONLOOP_ZMQ") == "jeromq" else ""
     return subprocess.Popen([OCTAVE, *_FLAGS, "--eval", f"{java}addpath('{MATLAB_DIR}'); {script}"],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            bufsize=1)
 
 
 def run_octave(script: str, timeout: float = 60) -> str:
     process = octave(script)
-    out, err = process.communicate(timeout=timeout)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
     assert process.returncode == 0, f"octave failed ({process.returncode}):\n{err}\n{out}"
     return out
 
@@ -363,7 +369,8 @@ PUBLISHER = """
     printf('bound\\n'); fflush(stdout);
     actionloop_scanimage('wait', 30);
     printf('subscribed\\n'); fflush(stdout);
-    while ~exist('{go}', 'file'), pause(0.01); end  % a file, not stdin: frames sent after fgetl(stdin) never arrived here
+    % a file, not stdin, says go: frames sent after an fgetl(stdin) never arrived here
+    while ~exist('{go}', 'file'), pause(0.01); end
     rand('seed', 1);
     period = 1 / 30;
     started = tic;
@@ -383,14 +390,13 @@ PUBLISHER = """
 
 
 async def test_octave_publishes_into_the_real_daemon_and_reads_its_actions(
-        tmp_path: Path, tiny_bundle: Path, zmq_context: zmq.Context,
+        tmp_path: Path, tiny_daemon_settings: Callable[..., Any], zmq_context: zmq.Context,
         processes: list[subprocess.Popen[str]]) -> None:
     """ScanImage's user function in Octave publishes 40 frames into the daemon (the publisher binds,
     the daemon connects: the default set-up); an Octave subscriber reads the daemon's actions.
     Every frame comes back as one action (or counted as skipped/dropped), and what Octave decoded
     is, field by field, what a Python subscriber of the same daemon received."""
     from decoder.service import DecoderService
-    from decoder.settings import load_settings
 
     port = free_port()
     go, quit = tmp_path / "go", tmp_path / "quit"
@@ -398,16 +404,7 @@ async def test_octave_publishes_into_the_real_daemon_and_reads_its_actions(
     processes.append(publisher)
     await asyncio.to_thread(read_until, publisher, "bound", 60)
 
-    settings = load_settings(
-        model={"bundle": tiny_bundle},
-        sockets={"frames": f"tcp://127.0.0.1:{port}", "actions": "tcp://127.0.0.1:*", "control": "tcp://127.0.0.1:*",
-                 "linger_ms": 100, "frames_clock": "separate"},
-        backend={"name": "onnxruntime", "warmup_frames": 2},
-        policy={"heartbeat_interval_s": 0.05},
-        decision_log={"path": tmp_path / "decisions.msgpack"},
-        logging={"summary_interval_s": 60.0},
-    )
-    service = DecoderService(settings)
+    service = DecoderService(tiny_daemon_settings(f"tcp://127.0.0.1:{port}", {"frames_clock": "separate"}))
     task = asyncio.create_task(service.serve(install_signal_handlers=False))
     python_sub = zmq_context.socket(zmq.SUB)
     python_sub.linger = 0
@@ -419,7 +416,8 @@ async def test_octave_publishes_into_the_real_daemon_and_reads_its_actions(
         python_sub.subscribe(b"status")
         python_sub.connect(actions_endpoint)
         subscriber = octave(SUBSCRIBER.format(
-            endpoint=actions_endpoint, format="msgpack", count=10_000, dump="sprintf('%02x', actionloop_msgpack_encode(msg))",
+            endpoint=actions_endpoint, format="msgpack", count=10_000,
+            dump="sprintf('%02x', actionloop_msgpack_encode(msg))",
             after=(f"if n == 1, printf('ready\\n'); fflush(stdout); end\n"
                    f"if strcmp(topic, 'action') && msg.seq == {FRAMES - 1}, break; end")))
         processes.append(subscriber)
@@ -473,7 +471,7 @@ def _json_mirror_option() -> str:
     return ""
 
 
-async def test_octave_reads_the_daemons_json_mirror(tmp_path: Path, tiny_bundle: Path, zmq_context: zmq.Context,
+async def test_octave_reads_the_daemons_json_mirror(tiny_daemon_settings: Callable[..., Any], zmq_context: zmq.Context,
                                                     processes: list[subprocess.Popen[str]]) -> None:
     """Frames in from Python, the daemon's JSON mirror read by Octave with jsondecode: one action per
     frame (or counted as skipped/dropped), as the msgpack stream."""
@@ -481,18 +479,15 @@ async def test_octave_reads_the_daemons_json_mirror(tmp_path: Path, tiny_bundle:
     if not option:
         pytest.skip("the daemon has no JSON mirror setting yet (a str field named *json* in a settings section)")
     from decoder.service import DecoderService
-    from decoder.settings import load_settings
     from protocols.client import FramePublisher
 
     section, name = option.split(".")
     publisher = FramePublisher("tcp://127.0.0.1:*", context=zmq_context)
-    sockets = {"frames": publisher.endpoint, "actions": "tcp://127.0.0.1:*", "control": "tcp://127.0.0.1:*",
-               "linger_ms": 100}
-    overrides: dict[str, Any] = {"sockets": sockets}
-    overrides.setdefault(section, {})[name] = "tcp://127.0.0.1:*"
-    settings = load_settings(model={"bundle": tiny_bundle}, backend={"name": "onnxruntime", "warmup_frames": 2},
-                             policy={"heartbeat_interval_s": 0.05}, decision_log={"path": tmp_path / "d.msgpack"},
-                             logging={"summary_interval_s": 60.0}, **overrides)
+    mirror = {name: "tcp://127.0.0.1:*"}
+    if section == "sockets":
+        settings = tiny_daemon_settings(publisher.endpoint, mirror)
+    else:
+        settings = tiny_daemon_settings(publisher.endpoint, **{section: mirror})
     service = DecoderService(settings)
     task = asyncio.create_task(service.serve(install_signal_handlers=False))
     try:

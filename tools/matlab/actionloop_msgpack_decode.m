@@ -55,32 +55,19 @@ function [value, pos] = decode_at(b, pos, depth)
                 value = true;
             case {196, 197, 198, 199, 200, 201, 212, 213, 214, 215, 216}
                 error('actionloop:msgpack', 'msgpack bin/ext (0x%02x) at offset %d: not used in headers', code, pos - 2);
-            case 202
-                value = double(typecast(take(b, pos, 4), 'single'));
-                pos = pos + 4;
-            case 203
-                value = typecast(take(b, pos, 8), 'double');
-                pos = pos + 8;
-            case 204                   % uint8 .. uint64
-                value = uint64(take(b, pos, 1));
-                pos = pos + 1;
-            case 205
-                value = uint64(typecast(take(b, pos, 2), 'uint16'));
-                pos = pos + 2;
-            case 206
-                value = uint64(typecast(take(b, pos, 4), 'uint32'));
-                pos = pos + 4;
-            case 207
-                value = typecast(take(b, pos, 8), 'uint64');
-                pos = pos + 8;
-            case {208, 209, 210, 211}  % int8 .. int64; 0 and up as uint64, as for the unsigned forms
-                n = 2 ^ (code - 208);
-                names = {'int8', 'int16', '', 'int32', '', '', '', 'int64'};
-                value = int64(typecast(take(b, pos, n), names{n}));
-                if value >= 0
-                    value = uint64(value);
+            case {202, 203, 204, 205, 206, 207, 208, 209, 210, 211}  % float32/64, uint8..64, int8..64
+                k = code - 201;
+                widths = [4 8 1 2 4 8 1 2 4 8];
+                classes = {'single', 'double', 'uint8', 'uint16', 'uint32', 'uint64', 'int8', 'int16', 'int32', 'int64'};
+                value = typecast(take(b, pos, widths(k)), classes{k});
+                pos = pos + widths(k);
+                if code < 204
+                    value = double(value);
+                elseif code < 208 || value >= 0
+                    value = uint64(value);  % 0 and up: uint64, whichever form it was sent in
+                else
+                    value = int64(value);
                 end
-                pos = pos + n;
             case {217, 218, 219}       % str8, str16, str32
                 [n, pos] = length_at(b, pos, 2 ^ (code - 217));
                 [value, pos] = decode_str(b, pos, n);
@@ -100,13 +87,8 @@ function [value, pos] = decode_map(b, pos, n, depth)
     value = struct();
     for k = 1:n
         key_at = pos - 1;
-        if pos <= numel(b) && b(pos) >= 160 && b(pos) < 192 && pos + double(b(pos)) - 160 <= numel(b)
-            last = pos + double(b(pos)) - 160;  % a short string, as every key is: read it in place
-            key = char(b(pos + 1:last));
-            pos = last + 1;
-            if any(key > 127)
-                key = reshape(native2unicode(uint8(key), 'UTF-8'), 1, []);
-            end
+        if pos <= numel(b) && b(pos) >= 160 && b(pos) < 192  % a fixstr, as keys are: one call less
+            [key, pos] = decode_str(b, pos + 1, double(b(pos)) - 160);
         else
             [key, pos] = decode_at(b, pos, depth + 1);
         end

@@ -22,12 +22,7 @@ function pub = actionloop_publisher(endpoint, varargin)
         error('actionloop:publisher', 'session must be a string of at most 128 characters');
     end
     pub.socket = actionloop_zmq('socket', 'XPUB');
-    if opts.bind
-        pub.endpoint = actionloop_zmq('bind', pub.socket, endpoint);
-    else
-        actionloop_zmq('connect', pub.socket, endpoint);
-        pub.endpoint = endpoint;
-    end
+    pub.endpoint = actionloop_zmq('attach', pub.socket, endpoint, opts.bind);
     pub.session = opts.session;
     pub.next_seq = uint64(0);
     pub.subscribers = 0;

@@ -20,12 +20,7 @@ function sub = actionloop_subscriber(endpoint, varargin)
     for k = 1:numel(topics)
         actionloop_zmq('subscribe', sub.socket, topics{k});
     end
-    if opts.bind
-        sub.endpoint = actionloop_zmq('bind', sub.socket, endpoint);
-    else
-        actionloop_zmq('connect', sub.socket, endpoint);
-        sub.endpoint = endpoint;
-    end
+    sub.endpoint = actionloop_zmq('attach', sub.socket, endpoint, opts.bind);
     sub.format = opts.format;
     sub.received = 0;
     sub.rejected = 0;

@@ -3,6 +3,7 @@ function varargout = actionloop_zmq(op, varargin)
 %   sock  = actionloop_zmq('socket', type)          type: 'XPUB', 'PUB' or 'SUB'
 %   ep    = actionloop_zmq('bind', sock, endpoint)  the endpoint actually bound (port '*' resolved)
 %           actionloop_zmq('connect', sock, endpoint)
+%   ep    = actionloop_zmq('attach', sock, endpoint, bind)   bind (true) or connect (false)
 %           actionloop_zmq('subscribe', sock, prefix)
 %           actionloop_zmq('send', sock, parts)     parts: cell of uint8/char rows, one message
 %   parts = actionloop_zmq('recv', sock, wait_ms, max_bytes)
@@ -35,35 +36,44 @@ function varargout = actionloop_zmq(op, varargin)
             error('actionloop:zmq', 'ACTIONLOOP_ZMQ must be octave-zeromq or jeromq (got %s)', backend);
         end
     end
-    if strcmp(backend, 'octave-zeromq')
-        [varargout{1:nargout}] = octave_op(op, varargin{:});
+    sock = [];
+    args = varargin;
+    if ~strcmp(op, 'socket')
+        sock = varargin{1};
+        args = varargin(2:end);
+    end
+    if strcmp(op, 'attach')  % bind or connect: the endpoint as bound, or as given
+        if args{2}
+            varargout{1} = actionloop_zmq('bind', sock, args{1});
+        else
+            actionloop_zmq('connect', sock, args{1});
+            varargout{1} = args{1};
+        end
+    elseif strcmp(backend, 'octave-zeromq')
+        [varargout{1:nargout}] = octave_op(op, sock, args{:});
     else
-        [varargout{1:nargout}] = jeromq_op(op, varargin{:});
+        [varargout{1:nargout}] = jeromq_op(op, sock, args{:});
     end
 end
 
-function varargout = octave_op(op, varargin)
-    sock = [];
-    if ~strcmp(op, 'socket')
-        sock = varargin{1};
-    end
+function varargout = octave_op(op, sock, varargin)
     switch op
         case 'socket'
             types = struct('XPUB', ZMQ_XPUB, 'PUB', ZMQ_PUB, 'SUB', ZMQ_SUB);
             varargout{1} = zmq_socket(types.(varargin{1}));
         case 'bind'
-            if ~zmq_bind(sock, varargin{2})
-                error('actionloop:zmq', 'cannot bind %s: %s', varargin{2}, zmq_strerror());
+            if ~zmq_bind(sock, varargin{1})
+                error('actionloop:zmq', 'cannot bind %s: %s', varargin{1}, zmq_strerror());
             end
             varargout{1} = zmq_getsockopt(sock, ZMQ_LAST_ENDPOINT);
         case 'connect'
-            if ~zmq_connect(sock, varargin{2})
-                error('actionloop:zmq', 'cannot connect to %s: %s', varargin{2}, zmq_strerror());
+            if ~zmq_connect(sock, varargin{1})
+                error('actionloop:zmq', 'cannot connect to %s: %s', varargin{1}, zmq_strerror());
             end
         case 'subscribe'
-            zmq_setsockopt(sock, ZMQ_SUBSCRIBE, char(varargin{2}));
+            zmq_setsockopt(sock, ZMQ_SUBSCRIBE, char(varargin{1}));
         case 'send'
-            parts = varargin{2};
+            parts = varargin{1};
             for k = 1:numel(parts)
                 flags = 0;
                 if k < numel(parts)
@@ -75,12 +85,12 @@ function varargout = octave_op(op, varargin)
             end
         case 'recv'
             varargout{1} = {};
-            if ~zmq_poll(sock, varargin{2})
+            if ~zmq_poll(sock, varargin{1})
                 return
             end
             parts = {};
             while true
-                parts{end + 1} = reshape(zmq_recv(sock, varargin{3}, 0), 1, []); %#ok<AGROW>
+                parts{end + 1} = reshape(zmq_recv(sock, varargin{2}, 0), 1, []); %#ok<AGROW>
                 if ~zmq_getsockopt(sock, ZMQ_RCVMORE)
                     break
                 end
@@ -93,17 +103,13 @@ function varargout = octave_op(op, varargin)
     end
 end
 
-function varargout = jeromq_op(op, varargin)
+function varargout = jeromq_op(op, sock, varargin)
     % JeroMQ's org.zeromq.ZMQ API through the Java interface of MATLAB or Octave; Java byte[] <-> int8.
     % Only calls both interfaces share: javaMethod for the static factory, socket types as
     % ZeroMQ's numbers, instance methods with dot syntax.
     persistent context
     if isempty(context)
         context = javaMethod('context', 'org.zeromq.ZMQ', 1);
-    end
-    sock = [];
-    if ~strcmp(op, 'socket')
-        sock = varargin{1};
     end
     switch op
         case 'socket'
@@ -112,7 +118,7 @@ function varargout = jeromq_op(op, varargin)
             sock.setLinger(100);  % a bounded flush at close, as the Python clients
             varargout{1} = sock;
         case 'bind'
-            endpoint = varargin{2};
+            endpoint = varargin{1};
             if numel(endpoint) > 2 && strcmp(endpoint(end - 1:end), ':*')
                 % JeroMQ 0.3 has no ZMQ_LAST_ENDPOINT; bindToRandomPort is in every version
                 port = sock.bindToRandomPort(endpoint(1:end - 2));
@@ -122,11 +128,11 @@ function varargout = jeromq_op(op, varargin)
                 varargout{1} = endpoint;
             end
         case 'connect'
-            sock.connect(varargin{2});
+            sock.connect(varargin{1});
         case 'subscribe'
-            sock.subscribe(to_java(varargin{2}));
+            sock.subscribe(to_java(varargin{1}));
         case 'send'
-            parts = varargin{2};
+            parts = varargin{1};
             for k = 1:numel(parts)
                 if k < numel(parts)
                     ok = sock.sendMore(to_java(parts{k}));
@@ -139,14 +145,14 @@ function varargout = jeromq_op(op, varargin)
             end
         case 'recv'
             varargout{1} = {};
-            sock.setReceiveTimeOut(varargin{2});  % -1: wait forever, 0: do not wait, as zmq_poll
+            sock.setReceiveTimeOut(varargin{1});  % -1: wait forever, 0: do not wait, as zmq_poll
             first = sock.recv(0);
             if isempty(first)  % null: nothing came (no protocol message has an empty first part)
                 return
             end
-            parts = {from_java(first, varargin{3})};
+            parts = {from_java(first, varargin{2})};
             while sock.hasReceiveMore()
-                parts{end + 1} = from_java(sock.recv(0), varargin{3}); %#ok<AGROW>
+                parts{end + 1} = from_java(sock.recv(0), varargin{2}); %#ok<AGROW>
             end
             varargout{1} = parts;
         case 'close'
