@@ -369,7 +369,7 @@ PUBLISHER = """
     printf('bound\\n'); fflush(stdout);
     actionloop_scanimage('wait', 30);
     printf('subscribed\\n'); fflush(stdout);
-    % a file, not stdin, says go: frames sent after an fgetl(stdin) never arrived here
+    % a file, not stdin, says go: fgetl on a piped stdin waits for more than one line (or its end)
     while ~exist('{go}', 'file'), pause(0.01); end
     rand('seed', 1);
     period = 1 / 30;
