@@ -369,7 +369,7 @@ PUBLISHER = """
     printf('bound\\n'); fflush(stdout);
     actionloop_scanimage('wait', 30);
     printf('subscribed\\n'); fflush(stdout);
-    % a file, not stdin, says go: fgetl on a piped stdin waits for more than one line (or its end)
+    % a file, not stdin, says go: here fgetl on a piped stdin returned no line before the pipe closed
     while ~exist('{go}', 'file'), pause(0.01); end
     rand('seed', 1);
     period = 1 / 30;
@@ -377,7 +377,7 @@ PUBLISHER = """
     for k = 1:{frames}
         frame = uint16(floor(rand(32, 32) * 4000));  % ScanImage's transposed image: width x height
         stripe.frameNumberAcqMode = k;
-        stripe.frameTimestamp = (k - 1) * period;
+        stripe.frameTimestamp = (k - 1) * 0.020;  % ScanImage's clock: 20 ms steps, paced here at 33 ms
         stripe.roiData{{1}}.imageData{{2}}{{1}} = frame;
         src.hSI.hDisplay.lastStripeData = stripe;
         actionloop_scanimage(src, struct('EventName', 'frameAcquired'), args{{:}});
@@ -455,6 +455,13 @@ async def test_octave_publishes_into_the_real_daemon_and_reads_its_actions(
     decoding = [a for a in octave_actions if a["state"] == "decoding"]
     assert decoding and all(a["action"] and len(a["probs"]) > 0 for a in decoding)
     assert any(line.startswith("msg status ") for line in octave_lines)
+    # t_acq_ns is ScanImage's frame timestamp plus the smallest (arrival - timestamp) offset: with
+    # ScanImage's clock running slower than the frames arrive, that offset is the first frame's,
+    # so acquisition times keep ScanImage's 20 ms steps (not the 33 ms of arrival)
+    settled = [a for a in octave_actions if a["seq"] >= 10]
+    assert len(settled) >= 10
+    for a in settled:
+        assert abs(a["t_acq_ns"] - settled[0]["t_acq_ns"] - (a["seq"] - settled[0]["seq"]) * 20_000_000) <= 10, a
     assert octave_lines[-1].startswith("rejected 0"), octave_lines[-1]
 
 
