@@ -78,7 +78,8 @@ def octave(script: str) -> subprocess.Popen[str]:
     """An Octave process running ``script`` with tools/matlab (and JeroMQ, when chosen) on its path."""
     assert OCTAVE is not None
     java = f"javaaddpath('{JEROMQ_JAR}'); " if os.environ.get("ACTIONLOOP_ZMQ") == "jeromq" else ""
-    return subprocess.Popen([OCTAVE, *_FLAGS, "--eval", f"{java}addpath('{MATLAB_DIR}'); {script}"],
+    quiet_exit = "crash_dumps_octave_core(false); sigterm_dumps_octave_core(false); "  # no octave-workspace file
+    return subprocess.Popen([OCTAVE, *_FLAGS, "--eval", f"{quiet_exit}{java}addpath('{MATLAB_DIR}'); {script}"],
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             bufsize=1)
 
