@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,6 +56,49 @@ def echo_server(zmq_context: zmq.Context) -> Iterator[RunningEcho]:
     stop.set()
     thread.join(5)
     assert not thread.is_alive(), "echo thread did not stop"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny exported bundle for tests that run the real daemon: an untrained 32 x 32 uint16
+    encoder, window 4, 30 Hz, with a random head (it checks the plumbing, not decoding accuracy)."""
+    import torch
+
+    from trainer.data.schema import ACTION_NAMES
+    from trainer.export import export_model
+    from trainer.models.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("neural_conv", frame_shape=(32, 32), window=4, channels=(4, 8), features=8,
+                        temporal_channels=8, embedding_dim=8).eval()
+    weight = torch.randn(len(ACTION_NAMES), 8, generator=torch.Generator().manual_seed(0))
+    out = tmp_path_factory.mktemp("bundle") / "tiny"
+    export_model(model, weight, torch.zeros(len(ACTION_NAMES)), ACTION_NAMES, out, 30.0, frame_dtype="uint16",
+                 include_pt2=False, parity_tolerance=1e-2)
+    return out
+
+
+@pytest.fixture
+def tiny_daemon_settings(tiny_bundle: Path, tmp_path: Path) -> Callable[..., Any]:
+    """``tiny_daemon_settings(frames, sockets={...}, **sections)``: settings of a real daemon on the
+    tiny bundle, frames from ``frames``, actions and control on random loopback ports, 50 ms
+    heartbeats; ``sockets`` and other sections add to or override these."""
+
+    def make(frames: str, sockets: dict[str, Any] | None = None, **sections: dict[str, Any]) -> Any:
+        from decoder.settings import load_settings
+
+        return load_settings(**{
+            "model": {"bundle": tiny_bundle},
+            "sockets": {"frames": frames, "actions": "tcp://127.0.0.1:*", "control": "tcp://127.0.0.1:*",
+                        "linger_ms": 100, **(sockets or {})},
+            "backend": {"name": "onnxruntime", "warmup_frames": 2},
+            "policy": {"heartbeat_interval_s": 0.05},
+            "decision_log": {"path": tmp_path / "decisions.msgpack"},
+            "logging": {"summary_interval_s": 60.0},
+            **sections,
+        })
+
+    return make
 
 
 @pytest.fixture

@@ -1,17 +1,19 @@
 """The TIFF bridge driving the real decoder daemon: pages appended to TIFF files go in, actions
 come out, and every frame is accounted for. The daemon runs in-process (`DecoderService`) on a
-tiny exported bundle (an untrained 32 x 32 encoder with a random head: this checks the plumbing,
-not decoding accuracy); the bridge learns the frame format from the daemon's control socket."""
+tiny exported bundle (the tiny_bundle fixture: an untrained 32 x 32 encoder with a random head,
+which checks the plumbing, not decoding accuracy); the bridge learns the frame format from the
+daemon's control socket."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import pytest
 import tifffile
 import zmq
 import zmq.asyncio
@@ -23,44 +25,16 @@ from tools.bridges.tiff_dir import DirectoryWatch
 from tools.bridges.tiff_follow import TiffFollower
 
 SHAPE = (32, 32)
-WINDOW = 4
 RATE_HZ = 30.0
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from trainer.data.schema import ACTION_NAMES
-    from trainer.export import export_model
-    from trainer.models.registry import build_model
-
-    torch.manual_seed(0)
-    model = build_model("neural_conv", frame_shape=SHAPE, window=WINDOW, channels=(4, 8), features=8,
-                        temporal_channels=8, embedding_dim=8).eval()
-    weight = torch.randn(len(ACTION_NAMES), 8, generator=torch.Generator().manual_seed(0))
-    out = tmp_path_factory.mktemp("bundle") / "tiff_bridge"
-    export_model(model, weight, torch.zeros(len(ACTION_NAMES)), ACTION_NAMES, out, RATE_HZ, frame_dtype="uint16",
-                 include_pt2=False, parity_tolerance=1e-2)
-    return out
-
-
-async def test_the_tiff_bridge_drives_the_real_daemon(tmp_path: Path, bundle: Path, zmq_context: zmq.Context,
+async def test_the_tiff_bridge_drives_the_real_daemon(tmp_path: Path, tiny_daemon_settings: Callable[..., Any],
+                                                      zmq_context: zmq.Context,
                                                       async_zmq_context: zmq.asyncio.Context) -> None:
     from decoder.service import DecoderService
-    from decoder.settings import load_settings
 
     publisher = FramePublisher("tcp://127.0.0.1:*", context=zmq_context)  # the bridge's, bound; the daemon connects
-    settings = load_settings(
-        model={"bundle": bundle},
-        sockets={"frames": publisher.endpoint, "actions": "tcp://127.0.0.1:*", "control": "tcp://127.0.0.1:*",
-                 "linger_ms": 100},
-        backend={"name": "onnxruntime", "warmup_frames": 2},
-        policy={"heartbeat_interval_s": 0.05},
-        decision_log={"path": tmp_path / "decisions.msgpack"},
-        logging={"summary_interval_s": 60.0},
-    )
-    service = DecoderService(settings)
+    service = DecoderService(tiny_daemon_settings(publisher.endpoint))
     task = asyncio.create_task(service.serve(install_signal_handlers=False))
     subscriber: AsyncActionSubscriber | None = None
     stop = threading.Event()
