@@ -466,41 +466,20 @@ async def test_octave_publishes_into_the_real_daemon_and_reads_its_actions(
     assert octave_lines[-1].startswith("rejected 0"), octave_lines[-1]
 
 
-def _json_mirror_option() -> str:
-    """The daemon's JSON mirror endpoint setting as 'section.field' ("" while it has none): a
-    string field of a settings section whose name mentions json."""
-    from decoder.settings import DecoderSettings
-
-    for section, info in DecoderSettings.model_fields.items():
-        fields = getattr(info.annotation, "model_fields", {})
-        for name, field in fields.items():
-            if "json" in name and field.annotation in (str, str | None):
-                return f"{section}.{name}"
-    return ""
-
-
 async def test_octave_reads_the_daemons_json_mirror(tiny_daemon_settings: Callable[..., Any], zmq_context: zmq.Context,
                                                     processes: list[subprocess.Popen[str]]) -> None:
     """Frames in from Python, the daemon's JSON mirror read by Octave with jsondecode: one action per
     frame (or counted as skipped/dropped), as the msgpack stream."""
-    option = _json_mirror_option()
-    if not option:
-        pytest.skip("the daemon has no JSON mirror setting yet (a str field named *json* in a settings section)")
     from decoder.service import DecoderService
     from protocols.client import FramePublisher
 
-    section, name = option.split(".")
     publisher = FramePublisher("tcp://127.0.0.1:*", context=zmq_context)
-    mirror = {name: "tcp://127.0.0.1:*"}
-    if section == "sockets":
-        settings = tiny_daemon_settings(publisher.endpoint, mirror)
-    else:
-        settings = tiny_daemon_settings(publisher.endpoint, **{section: mirror})
+    settings = tiny_daemon_settings(publisher.endpoint, {"json_mirror": "tcp://127.0.0.1:*"})
     service = DecoderService(settings)
     task = asyncio.create_task(service.serve(install_signal_handlers=False))
     try:
         await asyncio.wait_for(service.ready.wait(), timeout=60)
-        endpoint = next(v for k, v in service.endpoints.items() if "json" in k)
+        endpoint = service.endpoints["json_mirror"]
         subscriber = octave(SUBSCRIBER.format(
             endpoint=endpoint, format="json", count=10_000, dump="jsonencode(msg)",
             after=(f"if n == 1, printf('ready\\n'); fflush(stdout); end\n"
