@@ -198,6 +198,7 @@ class Device:
         self.writes: list[tuple[int, ...]] = []  # each write: one value per line, in line order
         self.opened: list[Any] = []  # what each open was asked for (NI: channel names; LJM: openS args)
         self.closed = 0
+        self.made = 0  # NI: tasks made (each must be closed again)
         self.names: list[str] = []  # LJM: the register names of the last write
         self.present = True  # False: opening fails, as with the device unplugged
         self.fail_writes = False  # True: writes fail, as with the cable pulled
@@ -249,6 +250,7 @@ def fake_nidaqmx(device: Device) -> types.SimpleNamespace:
 
     class Task:
         def __init__(self, new_task_name: str = "") -> None:
+            device.made += 1
             self.channels: list[str] = []
             self.do_channels = Channels(self)
             self.started = False

@@ -242,3 +242,4 @@ async def test_a_failed_write_is_found_without_an_event_and_the_device_comes_bac
     await out.stop(hot_thread_stopped=True)
     # NI: the task of the open that failed was closed too (its lines must not stay reserved)
     assert device.closed == (3 if name == "nidaq" else 2)
+    assert name != "nidaq" or device.made == 3
