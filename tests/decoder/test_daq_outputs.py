@@ -13,9 +13,11 @@ order, failures, reopening, the hot thread never waiting for a write), not a dev
 from __future__ import annotations
 
 import ctypes.util
+import re
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -243,3 +245,25 @@ async def test_a_failed_write_is_found_without_an_event_and_the_device_comes_bac
     # NI: the task of the open that failed was closed too (its lines must not stay reserved)
     assert device.closed == (3 if name == "nidaq" else 2)
     assert name != "nidaq" or device.made == 3
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["nidaq", "labjack"])
+def test_the_documented_configs_load(name: str, tmp_path: Path) -> None:
+    """docs/rig.md's snippet and deploy/decoder.toml's commented example, as an operator copies them."""
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "docs/rig.md").read_text(), re.S)
+    (doc,) = [b for b in blocks if f"[outputs.{name}]" in b]
+    lines = (ROOT / "deploy/decoder.toml").read_text().splitlines()
+    start = lines.index(f"# [outputs.{name}]")
+    example = []
+    for line in lines[start:]:
+        if not re.match(r"# (\[|\w+ = )", line):
+            break
+        example.append(line[2:])
+    for n, text in enumerate((doc, "\n".join(example))):
+        path = tmp_path / f"{n}.toml"
+        path.write_text(text)
+        section = getattr(load_settings(path).outputs, name)
+        assert section is not None and section.lines == {"foreleg_grooming": 0, "forward_walking": 1}
