@@ -91,32 +91,26 @@ def test_drivers_are_wired_and_a_missing_extra_is_named(monkeypatch: pytest.Monk
             build_outputs(load_settings(outputs={name: NI if name == "nidaq" else LJ}).outputs, Counters(), ("groom", "walk"))
 
 
-async def test_nidaq_without_the_ni_daqmx_driver_is_unavailable_and_says_so() -> None:
-    pytest.importorskip("nidaqmx", reason="the nidaq extra is not installed")
-    if ctypes.util.find_library("nidaqmx"):
-        pytest.skip("NI-DAQmx is installed on this machine")
-    out = output("nidaq")
+@pytest.mark.parametrize(("name", "package", "library", "message"), [
+    ("nidaq", "nidaqmx", "nidaqmx",
+     "cannot open NI-DAQmx Dev1/port0/line0:3: the NI-DAQmx driver is not installed on this machine"),
+    ("labjack", "labjack.ljm", "LabJackM",
+     "cannot open LabJack T7 USB 470012345 FIO0,FIO1,EIO0,CIO3: "
+     "the LabJack LJM library (libLabJackM.so) is not installed on this machine"),
+])
+async def test_without_the_vendor_driver_the_output_is_unavailable_and_says_so(
+    name: str, package: str, library: str, message: str
+) -> None:
+    pytest.importorskip(package, reason=f"the {name} extra is not installed")
+    if ctypes.util.find_library(library):
+        pytest.skip(f"the vendor's {library} library is installed on this machine")
+    out = output(name)
     await out.start()
     try:
         assert out.state == DOWN and out.open_failures == 1
-        assert out.last_error.startswith("cannot open NI-DAQmx Dev1/port0/line0:3: the NI-DAQmx driver is not installed")
+        assert out.last_error.startswith(message)
         out.on_event(event("onset", "groom"))  # remembered, counted, nothing raised
         assert out.counters.output_lost == 1 and out.report()["lines_high"] == [1]
-    finally:
-        await out.stop(hot_thread_stopped=True)
-
-
-async def test_labjack_without_the_ljm_library_is_unavailable_and_says_so() -> None:
-    pytest.importorskip("labjack.ljm", reason="the labjack extra is not installed")
-    if ctypes.util.find_library("LabJackM"):
-        pytest.skip("LJM is installed on this machine")
-    out = output("labjack")
-    await out.start()
-    try:
-        assert out.state == DOWN and out.open_failures == 1
-        assert "the LabJack LJM library (libLabJackM.so) is not installed" in out.last_error
-        out.on_event(event("onset", "walk"))
-        assert out.counters.output_lost == 1
     finally:
         await out.stop(hot_thread_stopped=True)
 

@@ -35,11 +35,6 @@ def states(events: list[Event], lines: dict[str, int], high: set[int] | None = N
     return out
 
 
-async def nidaq_report(h: Any) -> dict[str, Any]:
-    reply = await h.control.request("status")
-    return reply.data["outputs"]["nidaq"] | {"counters": reply.data["counters"]}
-
-
 async def test_decisions_drive_ni_lines_and_a_failed_write_never_stops_decoding(
     start_service: Any, daemon_bundle: Path, kit: Any, nidaqmx_standin: Any
 ) -> None:
@@ -54,7 +49,7 @@ async def test_decisions_drive_ni_lines_and_a_failed_write_never_stops_decoding(
     low = (0,) * N_LINES
     assert await asyncio.to_thread(device.wait_writes, 1 + len(before)) == [low] + states(before, section["lines"])
     assert device.write_threads == {"output-nidaq-writer"}
-    report = await nidaq_report(h)
+    report = await h.output_report("nidaq")
     assert report["state"] == "up" and report["device"] == f"NI-DAQmx Dev1/port0/line0:{N_LINES - 1}"
     assert report["counters"]["output_writes"] == 1 + len(before)
 
@@ -64,7 +59,7 @@ async def test_decisions_drive_ni_lines_and_a_failed_write_never_stops_decoding(
     await h.drain()
     assert [a.seq for a in actions] == list(range(60, 150))  # decoding went on, frame for frame
     assert h.events(), "the frames after the failure should make events"
-    report = await nidaq_report(h)
+    report = await h.output_report("nidaq")
     assert report["state"] in ("failed", "down", "opening") and report["open_failures"] >= 1
     assert "Device identifier is invalid" in report["last_error"]  # the reopen, tried while unplugged
     assert report["counters"]["output_failures"] == 1  # the write that failed: found once
@@ -72,7 +67,7 @@ async def test_decisions_drive_ni_lines_and_a_failed_write_never_stops_decoding(
     written = len(device.writes)  # (a write that fails records nothing)
     device.fail_writes, device.present = False, True  # plugged in again
     for _ in range(100):  # reopen_interval_s is 0.05
-        report = await nidaq_report(h)
+        report = await h.output_report("nidaq")
         if report["state"] == "up":
             break
         await asyncio.sleep(0.05)
