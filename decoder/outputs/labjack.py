@@ -48,24 +48,20 @@ class LabjackLines(QueuedLines):
         self.connection_type = settings.connection_type
         self.identifier = settings.identifier
         self.line_names = list(settings.physical_lines)
-        self._handle: int | None = None
 
-    def open_device(self) -> None:
+    def open_device(self) -> int:
         try:
-            handle = ljm.openS(self.device_type, self.connection_type, self.identifier)
+            return ljm.openS(self.device_type, self.connection_type, self.identifier)
         except (ljm.LJMError, AttributeError, TypeError) as exc:
             raise OutputUnavailable(f"cannot open {self.description}: {describe(exc)}") from None
-        self._handle = handle
 
-    def write_state(self, state: int) -> None:
+    def write_state(self, handle: int, state: int) -> None:
         values = [float((state >> n) & 1) for n in range(len(self.line_names))]
         try:
-            ljm.eWriteNames(self._handle, len(values), self.line_names, values)
+            ljm.eWriteNames(handle, len(values), self.line_names, values)
         except (ljm.LJMError, AttributeError, TypeError) as exc:
             raise OutputFailed(f"write to {self.description} failed: {describe(exc)}") from None
 
-    def close_device(self) -> None:
-        handle, self._handle = self._handle, None
-        if handle is not None:
-            with contextlib.suppress(Exception):  # a device that is gone cannot be closed cleanly
-                ljm.close(handle)
+    def close_device(self, handle: int) -> None:
+        with contextlib.suppress(Exception):  # a device that is gone cannot be closed cleanly
+            ljm.close(handle)

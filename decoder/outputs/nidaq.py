@@ -43,15 +43,20 @@ def describe(exc: Exception) -> str:
     return f"{first} (NI-DAQmx status {code})" if code is not None else first
 
 
+class NidaqTask:
+    """One open device: the started task, its writer and the array each write sends."""
+
+    def __init__(self, task: Any, stream: Any, n_lines: int) -> None:
+        self.task, self.stream = task, stream
+        self.values = np.zeros(n_lines, dtype=bool)  # one per channel, reused by each write
+
+
 class NidaqLines(QueuedLines):
     def __init__(self, settings: NidaqOutputSettings) -> None:
         super().__init__("nidaq", f"NI-DAQmx {settings.physical_lines}")
         self.line_names = settings.line_names
-        self._task: Any = None
-        self._stream: Any = None
-        self._values = np.zeros(len(self.line_names), dtype=bool)  # one per channel (writer thread)
 
-    def open_device(self) -> None:
+    def open_device(self) -> NidaqTask:
         try:
             task = nidaqmx.Task()
         except nidaqmx.errors.Error as exc:
@@ -66,19 +71,17 @@ class NidaqLines(QueuedLines):
             with contextlib.suppress(Exception):
                 task.close()
             raise OutputUnavailable(f"cannot open {self.description}: {describe(exc)}") from None
-        self._task, self._stream = task, stream
+        return NidaqTask(task, stream, len(self.line_names))
 
-    def write_state(self, state: int) -> None:
-        values = self._values
+    def write_state(self, handle: NidaqTask, state: int) -> None:
+        values = handle.values
         for n in range(len(values)):
             values[n] = (state >> n) & 1
         try:
-            self._stream.write_one_sample_one_line(values, timeout=WRITE_TIMEOUT_S)
+            handle.stream.write_one_sample_one_line(values, timeout=WRITE_TIMEOUT_S)
         except nidaqmx.errors.Error as exc:
             raise OutputFailed(f"write to {self.description} failed: {describe(exc)}") from None
 
-    def close_device(self) -> None:
-        task, self._task, self._stream = self._task, None, None
-        if task is not None:
-            with contextlib.suppress(Exception):  # a removed device cannot be closed cleanly
-                task.close()
+    def close_device(self, handle: NidaqTask) -> None:
+        with contextlib.suppress(Exception):  # a removed device cannot be closed cleanly
+            handle.task.close()

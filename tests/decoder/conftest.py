@@ -199,6 +199,7 @@ class Device:
         self.opened: list[Any] = []  # what each open was asked for (NI: channel names; LJM: openS args)
         self.closed = 0
         self.made = 0  # NI: tasks made (each must be closed again)
+        self.tasks: list[Any] = []  # NI: the tasks, each with its own .closed
         self.names: list[str] = []  # LJM: the register names of the last write
         self.present = True  # False: opening fails, as with the device unplugged
         self.fail_writes = False  # True: writes fail, as with the cable pulled
@@ -251,6 +252,8 @@ def fake_nidaqmx(device: Device) -> types.SimpleNamespace:
     class Task:
         def __init__(self, new_task_name: str = "") -> None:
             device.made += 1
+            device.tasks.append(self)
+            self.closed = False
             self.channels: list[str] = []
             self.do_channels = Channels(self)
             self.started = False
@@ -261,6 +264,8 @@ def fake_nidaqmx(device: Device) -> types.SimpleNamespace:
             device.opened.append(list(self.channels))
 
         def close(self) -> None:
+            assert not self.closed, "a task closed twice"
+            self.closed = True
             device.closed += 1
 
     class DigitalMultiChannelWriter:

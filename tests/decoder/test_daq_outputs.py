@@ -261,3 +261,34 @@ def test_the_documented_configs_load(name: str, tmp_path: Path) -> None:
         path.write_text(text)
         section = getattr(load_settings(path).outputs, name)
         assert section is not None and section.lines == {"foreleg_grooming": 0, "forward_walking": 1}
+
+
+async def test_a_writer_that_outlives_its_close_never_touches_the_next_device(
+    nidaqmx_standin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import decoder.outputs.writer
+
+    monkeypatch.setattr(decoder.outputs.writer, "STOP_TIMEOUT_S", 0.1)
+    device = nidaqmx_standin
+    out = output("nidaq")
+    await out.start()
+    device.wait_writes(1)
+    device.gate.clear()
+    out.on_event(event("onset", "groom"))  # this write hangs in the first task
+    await out._close()  # gives up waiting for the writer after STOP_TIMEOUT_S
+    out.state = DOWN
+    assert await out._open()
+    out.attach()
+    first, second = device.tasks
+    assert not first.closed  # still held by its hung write
+    device.gate.set()  # the hung write returns: the old writer ends and closes *its* task
+    device.wait_writes(4)
+    for _ in range(200):
+        if first.closed:
+            break
+        threading.Event().wait(0.01)
+    assert first.closed and not second.closed and out.state == UP
+    out.on_event(event("offset", "groom"))
+    assert device.wait_writes(5)[-1] == (0, 0, 0, 0)
+    await out.stop(hot_thread_stopped=True)
+    assert second.closed
