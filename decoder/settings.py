@@ -318,6 +318,14 @@ class LabjackOutputSettings(LineOutputSettings):
     @model_validator(mode="after")
     def _known_lines(self) -> LabjackOutputSettings:
         _lines_exist(self, self.physical_lines, "physical_lines")
+        # FIO0 is DIO0, EIO0 DIO8, CIO0 DIO16, MIO0 DIO20: one line by two names is named twice
+        first = {"FIO": 0, "EIO": 8, "CIO": 16, "MIO": 20, "DIO": 0}
+        seen: dict[int, str] = {}
+        for name in self.physical_lines:
+            dio = first[name[:3]] + int(name[3:])
+            if dio in seen:
+                raise ValueError(f"physical_lines names a line twice: {seen[dio]} and {name} are both DIO{dio}")
+            seen[dio] = name
         return self
 
 

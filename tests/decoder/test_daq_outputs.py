@@ -66,12 +66,13 @@ def test_daq_settings_are_checked() -> None:
     for section, message in (
         (LJ | {"physical_lines": ["FIO0", "FIO8", "AIN0"]}, "not LabJack digital lines: 'FIO8', 'AIN0'"),
         (LJ | {"physical_lines": ["FIO0", "FIO1"]}, "walk = 3: physical_lines names only 2 line"),
+        (LJ | {"physical_lines": ["FIO0", "EIO1", "CIO2", "DIO9"]}, "EIO1 and DIO9 are both DIO9"),
         (LJ | {"device_type": "U3"}, "outputs.labjack.device_type"),
         (LJ | {"physical_lines": []}, "outputs.labjack.physical_lines"),
     ):
         with pytest.raises(SettingsError, match=message):
             load_settings(outputs={"labjack": section})
-    settings = load_settings(outputs={"nidaq": NI, "labjack": LJ | {"physical_lines": ["DIO0", "DIO22", "MIO2", "EIO7"]}})
+    settings = load_settings(outputs={"nidaq": NI, "labjack": LJ | {"physical_lines": ["DIO0", "DIO21", "MIO2", "EIO7"]}})
     assert settings.outputs.nidaq is not None and settings.outputs.labjack is not None
     assert settings.outputs.nidaq.line_names == [f"Dev1/port0/line{n}" for n in range(4)]
 
