@@ -1,6 +1,7 @@
 """TTL lines on a LabJack T4/T7/T8's digital I/O, through LJM (``labjack-ljm``).
 
-Opened with ``ljm.openS(device_type, connection_type, identifier)``; each write is one
+Opened with ``ljm.openS(device_type, connection_type, identifier)`` and a first write of
+every line low, which fails the open if the model lacks one of the lines; each write is one
 ``eWriteNames`` call that sets every configured line (FIO0, EIO3, ...) at once, one Modbus
 packet, on the writer thread (writer.py): it waits for a USB or network round trip. Writing a
 line's register also makes it an output (LabJack's T-series datasheet, section 13); on a T4
@@ -51,9 +52,15 @@ class LabjackLines(QueuedLines):
 
     def open_device(self) -> int:
         try:
-            return ljm.openS(self.device_type, self.connection_type, self.identifier)
+            handle = ljm.openS(self.device_type, self.connection_type, self.identifier)
         except (ljm.LJMError, AttributeError, TypeError) as exc:
             raise OutputUnavailable(f"cannot open {self.description}: {describe(exc)}") from None
+        try:  # every line low, here: a line this model lacks fails the open, not a write later
+            ljm.eWriteNames(handle, len(self.line_names), self.line_names, [0.0] * len(self.line_names))
+        except (ljm.LJMError, AttributeError, TypeError) as exc:
+            self.close_device(handle)
+            raise OutputUnavailable(f"cannot open {self.description}: {describe(exc)}") from None
+        return handle
 
     def write_state(self, handle: int, state: int) -> None:
         values = [float((state >> n) & 1) for n in range(len(self.line_names))]

@@ -201,6 +201,8 @@ class Device:
         self.made = 0  # NI: tasks made (each must be closed again)
         self.tasks: list[Any] = []  # NI: the tasks, each with its own .closed
         self.names: list[str] = []  # LJM: the register names of the last write
+        self.lacks: set[str] = set()  # LJM: register names the device does not have
+        self.at_open = 0  # writes a driver makes while opening (set by the tests that use it)
         self.present = True  # False: opening fails, as with the device unplugged
         self.fail_writes = False  # True: writes fail, as with the cable pulled
         self.gate = threading.Event()  # cleared: a write waits here, as on a slow USB round trip
@@ -310,6 +312,8 @@ def fake_ljm(device: Device) -> types.SimpleNamespace:
         assert all(isinstance(v, float) for v in aValues)
         if device.fail_writes:
             raise LJMError(1239, "LJME_RECONNECT_FAILED")
+        if device.lacks & set(aNames):
+            raise LJMError(1294, "LJME_INVALID_NAME")  # a stand-in's error: what a real T4 says was not seen
         device.names = list(aNames)
         device.record(aValues)
 

@@ -133,7 +133,9 @@ def test_the_ljm_packages_complaint_stays_off_the_daemons_stdout() -> None:
 def daq(request: pytest.FixtureRequest) -> tuple[str, Any]:
     """Each test below runs once per driver, with its vendor module replaced by the stand-in."""
     fixture = "nidaqmx_standin" if request.param == "nidaq" else "ljm_standin"
-    return request.param, request.getfixturevalue(fixture)
+    device = request.getfixturevalue(fixture)
+    device.at_open = 0 if request.param == "nidaq" else 1  # LabJack: all low once when opening
+    return request.param, device
 
 
 async def test_events_become_whole_line_states_in_order(daq: tuple[str, Any]) -> None:
@@ -152,15 +154,17 @@ async def test_events_become_whole_line_states_in_order(daq: tuple[str, Any]) ->
         event("onset", "walk"),         # and high again: two writes, never merged
     ):
         out.on_event(e)
-    assert device.wait_writes(6) == [(0, 0, 0, 0), (0, 1, 0, 0), (0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 0, 0), (0, 0, 0, 1)]
+    k = device.at_open
+    assert device.wait_writes(k + 6)[k:] == [(0, 0, 0, 0), (0, 1, 0, 0), (0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 0, 0), (0, 0, 0, 1)]
     assert out.counters.output_writes == 6 and out.counters.output_lost == 0
-    assert device.write_threads == {f"output-{name}-writer"}  # never the test's (the hot) thread
+    assert f"output-{name}-writer" in device.write_threads  # (and LabJack's open: its helper thread)
+    assert threading.current_thread().name not in device.write_threads  # never the hot thread
     if name == "nidaq":
         assert device.opened == [["Dev1/port0/line0", "Dev1/port0/line1", "Dev1/port0/line2", "Dev1/port0/line3"]]
     else:
         assert device.opened == [("T7", "USB", "470012345")] and device.names == ["FIO0", "FIO1", "EIO0", "CIO3"]
     await out.stop(hot_thread_stopped=True)
-    assert device.writes[-1] == (0, 0, 0, 0) and len(device.writes) == 7  # shutdown: all low, written
+    assert device.writes[-1] == (0, 0, 0, 0) and len(device.writes) == k + 7  # shutdown: all low, written
     assert device.closed == 1 and out.state == DOWN
 
 
@@ -168,7 +172,8 @@ async def test_a_slow_device_never_holds_the_hot_thread(daq: tuple[str, Any]) ->
     name, device = daq
     out = output(name)
     await out.start()
-    device.wait_writes(1)
+    k = device.at_open
+    device.wait_writes(k + 1)
     device.gate.clear()  # every write now waits, as a USB round trip would (for ever, here)
 
     def hot_thread() -> None:
@@ -180,9 +185,9 @@ async def test_a_slow_device_never_holds_the_hot_thread(daq: tuple[str, Any]) ->
     thread.start()
     thread.join(5)
     assert not thread.is_alive(), "set_line waited for the device"
-    assert len(device.writes) == 1 and out.counters.output_writes == 11  # queued, not yet written
+    assert len(device.writes) == k + 1 and out.counters.output_writes == 11  # queued, not yet written
     device.gate.set()
-    assert device.wait_writes(11)[1:] == [(0, 1, 0, 0), (0, 0, 0, 0)] * 5
+    assert device.wait_writes(k + 11)[k + 1:] == [(0, 1, 0, 0), (0, 0, 0, 0)] * 5
     await out.stop(hot_thread_stopped=True)
 
 
@@ -190,7 +195,7 @@ async def test_a_device_that_falls_behind_fails_without_raising(daq: tuple[str, 
     name, device = daq
     out = output(name)
     await out.start()
-    device.wait_writes(1)
+    device.wait_writes(device.at_open + 1)
     device.gate.clear()
     for n in range(MAX_PENDING + 5):
         out.on_event(event("onset" if n % 2 == 0 else "offset", "groom"))
@@ -208,7 +213,8 @@ async def test_a_failed_write_is_found_without_an_event_and_the_device_comes_bac
     out = output(name)
     await out.start()
     out.on_event(event("onset", "walk"))
-    device.wait_writes(2)
+    k = device.at_open
+    device.wait_writes(k + 2)
     device.fail_writes = True
     out.on_event(event("offset", "walk"))  # handed to the writer: fails there, not here
     out.on_event(event("onset", "groom"))
@@ -235,7 +241,7 @@ async def test_a_failed_write_is_found_without_an_event_and_the_device_comes_bac
     assert await out._open()
     out.attach()  # what the hot thread runs once maintain() has opened the device
     assert out.state == UP
-    assert device.wait_writes(before + 2)[before:] == [(0, 0, 0, 0), (0, 1, 0, 0)]  # all low, then groom's line
+    assert device.wait_writes(before + k + 2)[before + k:] == [(0, 0, 0, 0), (0, 1, 0, 0)]  # all low, then groom's line
     await out.stop(hot_thread_stopped=True)
     # NI: the task of the open that failed was closed too (its lines must not stay reserved)
     assert device.closed == (3 if name == "nidaq" else 2)
@@ -293,3 +299,13 @@ async def test_a_writer_that_outlives_its_close_never_touches_the_next_device(
     assert device.wait_writes(5)[-1] == (0, 0, 0, 0)
     await out.stop(hot_thread_stopped=True)
     assert second.closed
+
+
+async def test_a_labjack_line_the_model_lacks_fails_the_open(ljm_standin: Any) -> None:
+    device = ljm_standin
+    device.lacks = {"CIO3"}
+    out = output("labjack")
+    await out.start()
+    assert out.state == DOWN and out.open_failures == 1 and "LJME_INVALID_NAME" in out.last_error
+    assert device.closed == 1 and device.writes == []  # the handle of the failed open closed again
+    await out.stop(hot_thread_stopped=True)
