@@ -14,7 +14,7 @@ $(PY):
 # torch first (the CPU build on local disk), then the project within a range it satisfies.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[test,peer,nwb,serial,pose]"
+	$(PY) -m pip install --quiet -e ".[test,peer,nwb,serial,nidaq,labjack,pose]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -238,10 +239,102 @@ class SerialOutputSettings(LineOutputSettings):
     baud: int = Field(115200, gt=0, description="bit rate; must match the sketch's Serial.begin")
 
 
+def _lines_exist(settings: LineOutputSettings, names: list[str], field: str) -> None:
+    """Every line in ``lines`` is one of the device's named lines (line n = the n-th name)."""
+    bad = [f"{action} = {line}" for action, line in settings.lines.items() if line >= len(names)]
+    if bad:
+        raise ValueError(f"lines {', '.join(bad)}: {field} names only {len(names)} line(s), 0..{len(names) - 1}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{field} names a line twice: {', '.join(names)}")
+
+
+# NI-DAQmx physical line names: "Dev1/port0/line3" or a range "Dev1/port0/line0:7" (either
+# direction), comma-separated. Whole ports ("Dev1/port0") are refused: their line count is the
+# device's, unknown until it is open, and one channel per line needs lines named one by one.
+_NI_LINES = re.compile(r"(?P<port>[^/,:\s]+/port\d+)/line(?P<first>\d+)(?::(?P<last>\d+))?")
+
+
+def ni_line_names(spec: str) -> list[str]:
+    """``"Dev1/port0/line0:2, Dev1/port1/line5"`` -> each line's own name, in order."""
+    names: list[str] = []
+    for item in spec.split(","):
+        match = _NI_LINES.fullmatch(item.strip())
+        if match is None:
+            raise ValueError(f"not an NI-DAQmx line or line range: {item.strip()!r} "
+                             f"(like Dev1/port0/line0 or Dev1/port0/line0:7)")
+        first = int(match["first"])
+        last = first if match["last"] is None else int(match["last"])
+        step = 1 if last >= first else -1
+        names += [f"{match['port']}/line{n}" for n in range(first, last + step, step)]
+    return names
+
+
+class NidaqOutputSettings(LineOutputSettings):
+    """Digital output lines of an NI-DAQ device through NI-DAQmx (decoder/outputs/nidaq.py)."""
+
+    physical_lines: str = Field(
+        ..., min_length=1,
+        description='NI-DAQmx lines, e.g. "Dev1/port0/line0:7" (device name as in NI MAX); '
+                    "line n of `lines` is the n-th of them",
+    )
+
+    @property
+    def line_names(self) -> list[str]:
+        return ni_line_names(self.physical_lines)
+
+    @model_validator(mode="after")
+    def _known_lines(self) -> NidaqOutputSettings:
+        _lines_exist(self, self.line_names, "physical_lines")
+        return self
+
+
+# The T-series' digital lines by their screw-terminal names or as DIO0..DIO22 (T7; the T4 has
+# DIO4..DIO19, the T8 DIO0..DIO19: a line the device lacks fails when it is opened).
+_LABJACK_LINE = re.compile(r"FIO[0-7]|EIO[0-7]|CIO[0-3]|MIO[0-2]|DIO(?:[0-9]|1[0-9]|2[0-2])")
+
+
+class LabjackOutputSettings(LineOutputSettings):
+    """Digital output lines of a LabJack T4/T7/T8 through LJM (decoder/outputs/labjack.py)."""
+
+    device_type: Literal["ANY", "T4", "T7", "T8"] = Field("ANY", description="which model to open")
+    connection_type: Literal["ANY", "USB", "TCP", "ETHERNET", "WIFI"] = Field("ANY", description="how to reach it")
+    identifier: str = Field(
+        "ANY", min_length=1,
+        description='serial number, IP address or device name; "ANY": the first one LJM finds',
+    )
+    physical_lines: list[str] = Field(
+        ..., min_length=1, description='digital lines, e.g. ["FIO0", "FIO1", "EIO0"]; line n of `lines` is the n-th'
+    )
+
+    @field_validator("physical_lines")
+    @classmethod
+    def _line_names(cls, names: list[str]) -> list[str]:
+        bad = [name for name in names if not _LABJACK_LINE.fullmatch(name)]
+        if bad:
+            raise ValueError(f"not LabJack digital lines: {', '.join(map(repr, bad))} "
+                             f"(FIO0-7, EIO0-7, CIO0-3, MIO0-2 or DIO0-22)")
+        return names
+
+    @model_validator(mode="after")
+    def _known_lines(self) -> LabjackOutputSettings:
+        _lines_exist(self, self.physical_lines, "physical_lines")
+        # FIO0 is DIO0, EIO0 DIO8, CIO0 DIO16, MIO0 DIO20: one line by two names is named twice
+        first = {"FIO": 0, "EIO": 8, "CIO": 16, "MIO": 20, "DIO": 0}
+        seen: dict[int, str] = {}
+        for name in self.physical_lines:
+            dio = first[name[:3]] + int(name[3:])
+            if dio in seen:
+                raise ValueError(f"physical_lines names a line twice: {seen[dio]} and {name} are both DIO{dio}")
+            seen[dio] = name
+        return self
+
+
 class OutputSettings(_Section):
     """Hardware outputs driven by events; each is off unless its section is present."""
 
     serial: SerialOutputSettings | None = None
+    nidaq: NidaqOutputSettings | None = None
+    labjack: LabjackOutputSettings | None = None
 
 
 class DecoderSettings(BaseSettings):

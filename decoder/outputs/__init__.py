@@ -1,9 +1,11 @@
-"""Hardware outputs driven by the daemon's events: TTL lines on a serial microcontroller today.
+"""Hardware outputs driven by the daemon's events: TTL lines on a serial microcontroller, an
+NI-DAQ device or a LabJack.
 
 One module per device behind ``LineDriver`` (base.py), named in ``DRIVERS`` by import path so
-that a device's library (pyserial here; nidaqmx or labjack-ljm for drivers not written yet) is
-imported only when its ``[outputs.<name>]`` section is configured. ``LineOutput`` (lines.py)
-turns events into line changes the same way for every device.
+that a device's library (pyserial, nidaqmx, labjack-ljm) is imported only when its
+``[outputs.<name>]`` section is configured. ``LineOutput`` (lines.py) turns events into line
+changes the same way for every device; devices whose library blocks on each write get a
+writer thread of their own (writer.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from decoder.stats import Counters
 # pyproject extra that installs its library)
 DRIVERS: dict[str, tuple[str, str]] = {
     "serial": ("decoder.outputs.serial:SerialLines", "serial"),
+    "nidaq": ("decoder.outputs.nidaq:NidaqLines", "nidaq"),
+    "labjack": ("decoder.outputs.labjack:LabjackLines", "labjack"),
 }
 
 

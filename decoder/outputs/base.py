@@ -1,4 +1,4 @@
-"""The one small interface every TTL output device implements (serial today; NI-DAQ, LabJack later).
+"""The one small interface every TTL output device implements (serial, NI-DAQ, LabJack).
 
 A driver knows only how to open its device and set lines; what drives the lines (events,
 confidence, state kept across a reconnect) is ``LineOutput`` (decoder/outputs/lines.py), the
@@ -21,10 +21,12 @@ class OutputFailed(RuntimeError):
 class LineDriver(Protocol):
     """Digital output lines of one device.
 
-    ``open`` may block (it runs on a helper thread, never on the hot path) and raises
-    ``OutputUnavailable``. ``set_line``, ``all_low`` and ``close`` run on the hot-path thread
-    (``close`` also at shutdown): they must return at once, never wait for the device, and raise
-    only ``OutputFailed``.
+    ``open`` and ``close`` may block (they run on a helper thread, never on the hot path;
+    ``LineOutput`` waits for a close at most ``CLOSE_TIMEOUT_S``); ``open`` raises
+    ``OutputUnavailable``. ``set_line`` and ``all_low`` run on the hot-path thread (and once at
+    shutdown on the event loop): they must return at once, never wait for the device, and raise
+    only ``OutputFailed``. ``failure`` says whether a write that failed off the hot path (on a
+    driver's own writer thread) has broken the open device; it is asked on the event loop.
     """
 
     description: str  # for logs and status: "serial /dev/ttyACM0 at 115200 baud"
@@ -36,3 +38,5 @@ class LineDriver(Protocol):
     def all_low(self) -> None: ...
 
     def close(self) -> None: ...
+
+    def failure(self) -> str | None: ...

@@ -11,6 +11,9 @@ A write that fails marks the output failed (one log line) and decoding goes on; 
 that could not be written are counted (``output_lost``). Everything that may block (open,
 close) runs on a helper thread driven by the event loop's ``maintain`` task, every
 ``reopen_interval_s``; a reopened device is handed back to the hot thread through its mailbox.
+A driver that writes on a thread of its own (NI-DAQ, LabJack: writer.py) learns of a failed
+write after the fact; ``maintain`` asks it every ``reopen_interval_s`` and has the hot thread
+mark the output failed, so that it is reopened without waiting for the next event.
 
 States: ``up`` (the hot thread writes) -> ``failed`` (a write failed; hot thread) -> ``down``
 (closed; loop) -> ``opening`` (loop) -> ``up`` again (hot thread, after the resync writes) or
@@ -103,6 +106,12 @@ class LineOutput:
         log.info("output open", output=self.name, device=self.driver.description,
                  lines_high=[n for n, level in enumerate(self.high) if level])
 
+    def check_failure(self) -> None:
+        """A write that failed on the driver's own writer thread: failed now, not at the next event."""
+        failure = self.driver.failure()
+        if self.state == UP and failure is not None:
+            self._failed(OutputFailed(failure))
+
     def _failed(self, exc: Exception) -> None:
         self.state = FAILED
         self.counters.output_failures += 1
@@ -121,6 +130,8 @@ class LineOutput:
         """Close a failed device and open a missing one, every ``reopen_interval_s``, for ever."""
         while True:
             await asyncio.sleep(self.reopen_interval_s)
+            if self.state == UP and self.driver.failure() is not None:
+                thread.post(self.check_failure)  # a writer thread's failure, marked by the hot thread
             if self.state == FAILED:
                 await self._close()
                 self.state = DOWN

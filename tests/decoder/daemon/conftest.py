@@ -218,6 +218,11 @@ class Harness:
     def events(self) -> list[Event]:
         return [m for m in self.received if isinstance(m, Event)]
 
+    async def output_report(self, name: str) -> dict[str, Any]:
+        """The status reply's part for one TTL output, with the daemon's counters."""
+        reply = await self.control.request("status")
+        return reply.data["outputs"][name] | {"counters": reply.data["counters"]}
+
 
 @pytest.fixture
 async def start_service(

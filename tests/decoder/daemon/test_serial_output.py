@@ -26,11 +26,6 @@ def expected_bytes(events: list[Event], lines: dict[str, int]) -> bytes:
     return b"".join(line_byte(lines[e.action], e.kind == "onset") for e in events)
 
 
-async def serial_report(h: Any) -> dict[str, Any]:
-    reply = await h.control.request("status")
-    return reply.data["outputs"]["serial"] | {"counters": reply.data["counters"]}
-
-
 async def test_decision_events_drive_the_serial_lines(
     start_service: Any, daemon_bundle: Path, kit: Any, pty_pair: Any
 ) -> None:
@@ -43,7 +38,7 @@ async def test_decision_events_drive_the_serial_lines(
     events = h.events()
     assert len(events) >= 2, "the test frames should make onsets and offsets"
     assert await asyncio.to_thread(pty.read) == expected_bytes(events, section["lines"])
-    report = await serial_report(h)
+    report = await h.output_report("serial")
     assert report["state"] == "up" and report["device"] == f"serial {pty.path} at 115200 baud"
     assert report["counters"]["output_writes"] == len(events) + 1
     assert report["counters"]["output_lost"] == report["counters"]["output_failures"] == 0
@@ -74,7 +69,7 @@ async def test_a_pulled_cable_never_stops_decoding_and_the_lines_come_back(
     await h.drain()
     assert [a.seq for a in actions] == list(range(60, 150))  # decoding went on, frame for frame
     assert h.events(), "the frames after the unplug should make events"
-    report = await serial_report(h)
+    report = await h.output_report("serial")
     assert report["state"] in ("failed", "down", "opening") and link.name in report["last_error"]
     assert report["counters"]["output_failures"] == 1
     assert report["counters"]["output_lost"] == len(h.events())
@@ -82,7 +77,7 @@ async def test_a_pulled_cable_never_stops_decoding_and_the_lines_come_back(
     second = pty_pair()
     link.symlink_to(second.path)
     for _ in range(100):  # reopen_interval_s is 0.05
-        report = await serial_report(h)
+        report = await h.output_report("serial")
         if report["state"] == "up":
             break
         await asyncio.sleep(0.05)
@@ -107,6 +102,6 @@ async def test_a_missing_serial_device_does_not_stop_the_daemon(
     h = await start_service(daemon_bundle, outputs={"serial": serial_section(daemon_bundle, tmp_path / "ttyACM7")})
     actions = await h.lockstep(kit.frames_for(30, seed=3))
     assert len(actions) == 30
-    report = await serial_report(h)
+    report = await h.output_report("serial")
     assert report["state"] in ("down", "opening") and report["open_failures"] >= 1
     assert "ttyACM7" in report["last_error"]
