@@ -40,6 +40,7 @@ from protocols.messages import TOPIC_EVENT, Event
 from protocols.ttl import ALL_LOW, line_byte
 from tools.bench.inference import _machine, percentiles
 from tools.bench.processes import BenchError, ManagedProcess, _child_env, daemon_env, loopback_endpoints
+from tools.bench.report import write_json_atomic
 
 log = structlog.get_logger(__name__)
 
@@ -256,8 +257,7 @@ def run(args: argparse.Namespace) -> int:
         "frames": args.frames, "rate_fps": args.rate, "segment_frames": args.segment,
         "daemon": daemon, "floor": floor,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(args.out, result)
     table = _table(result)
     args.out.with_suffix(".md").write_text(
         f"Decision -> serial TTL byte ({result['command']}, {result['date']}, {daemon['events']} events)\n\n" + table)
