@@ -79,3 +79,13 @@ def online_centring_of(config: Mapping[str, Any], animal_norm: str, frame_rate_h
     if not cfg.online_centring or animal_norm not in ("embedding", "both"):
         return None
     return OnlineCentring.from_seconds(cfg.prior_s, cfg.time_constant_s, frame_rate_hz)
+
+
+def checkpoint_online_centring(ckpt: Mapping[str, Any]) -> OnlineCentring | None:
+    """`online_centring_of` a checkpoint (docs/contracts.md, "Checkpoint"): its training config,
+    its encoder's `animal_norm` and its frame rate (None without a frame rate: test fixtures)."""
+    rate = ckpt.get("frame_rate_hz")
+    if not rate:
+        return None
+    animal_norm = str((ckpt.get("model_args") or {}).get("animal_norm", "none"))
+    return online_centring_of(ckpt.get("config") or {}, animal_norm, float(rate))

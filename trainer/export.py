@@ -62,7 +62,7 @@ from protocols.bundle import (
     write_manifest,
 )
 
-from trainer.adaptation import online_centring_of
+from trainer.adaptation import checkpoint_online_centring
 
 log = structlog.get_logger(__name__)
 
@@ -537,8 +537,7 @@ def export_checkpoint(
             f"disagree with the rebuilt model's {window}/{list(frame_shape)}"
         )
     calibration = _session_calibration(model, ckpt, checkpoint, calibration_trials, animal, accept_calibration)
-    centring = online_centring_of(ckpt.get("config") or {}, str(ckpt["model_args"].get("animal_norm", "none")),
-                                  float(ckpt["frame_rate_hz"])) if calibration else None
+    centring = checkpoint_online_centring(ckpt) if calibration else None
     provenance = {
         **({"session_calibration": calibration} if calibration else {}),
         "source_checkpoint": str(Path(checkpoint).expanduser().resolve()),

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from trainer.adaptation import OnlineCentring, online_centring_of
+from trainer.adaptation import OnlineCentring, checkpoint_online_centring
 from trainer.calibration import CalibrationSet
 from trainer.data.recording import list_trials, open_trial
 from trainer.evaluation.windows import EvaluationError, WindowSet
@@ -292,9 +292,7 @@ def load_encoder(checkpoint: str | Path) -> tuple[object, dict]:
         raise EvaluationError(f"{path}: cannot rebuild the encoder: {exc}") from exc
     model.eval()
     model.calibrations = CalibrationSet.from_checkpoint(ckpt)  # session encoders: per-animal calibration
-    rate = ckpt.get("frame_rate_hz")  # every checkpoint has it (docs/contracts.md); old test fixtures may not
-    model.online_centring = online_centring_of(ckpt.get("config") or {}, str(ckpt["model_args"].get("animal_norm", "none")),
-                                               float(rate)) if rate else None
+    model.online_centring = checkpoint_online_centring(ckpt)
     return model, ckpt
 
 
