@@ -82,12 +82,10 @@ class OnlineCentredDecoder:
         return {"frames": self.frames, "offset_norm": float(np.sqrt(self.mean @ self.mean))}
 
 
-def check_head(record: OnlineCentringRecord, embedding: np.ndarray, probabilities: np.ndarray) -> None:
-    """HeadMismatch unless softmax(W e + b) is the graph's `probabilities` for its `embedding`."""
-    logits = np.asarray(record.head_weight) @ np.asarray(embedding, dtype=np.float64) + np.asarray(record.head_bias)
-    expected = np.exp(logits - logits.max())
-    expected /= expected.sum()
-    worst = float(np.abs(expected - probabilities).max())
+def check_head(decoder: OnlineCentredDecoder, embedding: np.ndarray, probabilities: np.ndarray) -> None:
+    """HeadMismatch unless the decoder's head, with the running mean at zero, gives the graph's
+    `probabilities` for its `embedding`."""
+    worst = float(np.abs(decoder._head(np.asarray(embedding, dtype=np.float64)) - probabilities).max())
     if not worst <= HEAD_TOLERANCE:
         raise HeadMismatch(f"adaptation.json's head gives probabilities {worst:.3g} away from the graph's "
                            f"(tolerance {HEAD_TOLERANCE:g}); the file does not belong to this model")

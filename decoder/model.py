@@ -172,8 +172,9 @@ def _online_centred(decoder: WindowDecoder, backend: Any, bundle: Bundle) -> Win
     assert bundle.adaptation is not None
     features = np.random.default_rng(0).standard_normal((bundle.window, bundle.feature_dim)).astype(np.float32)
     embedding, probabilities = backend.decode_window(features)
-    check_head(bundle.adaptation, embedding, probabilities)
-    return OnlineCentredDecoder(decoder, bundle.adaptation)
+    centred = OnlineCentredDecoder(decoder, bundle.adaptation)
+    check_head(centred, embedding, probabilities)  # before any frame: the running mean is still zero
+    return centred
 
 
 def _warm_window(decoder: WindowDecoder, bundle: Bundle, frames: int) -> None:
